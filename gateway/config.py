@@ -1,0 +1,268 @@
+"""The config file's shape: typed, validated models; every field documents its default.
+
+Policy entries stay raw mappings here; `gateway.loader` validates each with its policy's own
+`Options` model, found through the registry, so third-party policies fit the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from gateway.units import Duration, Size
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _listen(value: str) -> str:
+    _, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PydanticCustomError("listen", f"expected host:port, got {value!r}")
+    return value
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise PydanticCustomError(
+            "name", f"invalid name {value!r} (letters, digits, '_', '.', '-'; at most 64)"
+        )
+    return value
+
+
+def _network(value: Any) -> IPv4Network | IPv6Network:
+    # Bare addresses and networks with host bits set are accepted, as operators write them.
+    try:
+        return ip_network(str(value), strict=False)
+    except ValueError:
+        raise PydanticCustomError("network", f"invalid address or network {value!r}") from None
+
+
+def _workers(value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 256:
+        return value
+    raise PydanticCustomError("workers", f"expected 1 to 256 or 'auto', got {value!r}")
+
+
+Listen = Annotated[str, AfterValidator(_listen)]
+Workers = Annotated[int | Literal["auto"], BeforeValidator(_workers)]
+Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]
+Name = Annotated[str, AfterValidator(_name)]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """`0.0.0.0:8080` -> (`0.0.0.0`, 8080); `[::1]:80` -> (`::1`, 80)."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class AdminConfig(Model):
+    """The admin listener: health, readiness, metrics, reload. Never the public listener."""
+
+    listen: Listen = Field("127.0.0.1:9901", description="Address of the admin listener.")
+    token: SecretStr | None = Field(
+        None,
+        description="When set, admin calls need `Authorization: Bearer <token>`. "
+        "Default: none (bind the admin listener to loopback).",
+    )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+
+class RedisConfig(Model):
+    """Where shared state lives."""
+
+    url: str = Field(
+        "memory://",
+        description="`redis://`, `rediss://`, `redis+sentinel://host:port,…/service[/db]`, "
+        "`redis+cluster://host:port,…`, or `memory://` (embedded, one process only).",
+    )
+    pool_size: int = Field(64, ge=1, le=10_000, description="Connections per process.")
+    timeout: Duration = Field(0.25, gt=0, description="Deadline of each store call.")
+    memory_max: Size = Field(
+        64 * 1024 * 1024, gt=0, description="`memory://` only: LRU bound of the keyspace in bytes."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        allowed = (
+            "redis",
+            "rediss",
+            "unix",
+            "redis+sentinel",
+            "rediss+sentinel",
+            "redis+cluster",
+            "rediss+cluster",
+            "memory",
+        )
+        if scheme not in allowed:
+            raise PydanticCustomError(
+                "url",
+                f"unsupported store URL {value!r} (use redis://, rediss://, "
+                "redis+sentinel://, redis+cluster:// or memory://)",
+            )
+        return value
+
+
+class Timeouts(Model):
+    """Upstream deadlines."""
+
+    connect: Duration = Field(2.0, gt=0, description="To open a TCP (and TLS) connection.")
+    read: Duration = Field(
+        30.0, gt=0, description="Waiting for the response head, and between body chunks."
+    )
+
+
+def _target(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PydanticCustomError("target", f"invalid target {value!r} (expected http://host:port)")
+    if parts.query or parts.fragment:
+        raise PydanticCustomError("target", f"a target has no query or fragment: {value!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise PydanticCustomError("target", f"invalid port in target {value!r}") from None
+    return value.rstrip("/")
+
+
+class UpstreamConfig(Model):
+    """A pool of equivalent servers."""
+
+    targets: Annotated[list[Annotated[str, AfterValidator(_target)]], Field(min_length=1)] = Field(
+        description="Base URLs; several are used round robin (a path is prepended to requests)."
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Connect and read deadlines.")
+    keepalive: Duration = Field(
+        4.0,
+        ge=0,
+        description="Idle pooled connections are closed after this; keep it below the upstream "
+        "server's own idle timeout (Node 5s, gunicorn 2s, nginx 75s). 0 disables reuse.",
+    )
+    max_idle: int = Field(64, ge=0, description="Idle connections kept per target.")
+    fail_timeout: Duration = Field(
+        10.0, ge=0, description="A target that refused a connection is skipped this long."
+    )
+    pass_host: bool = Field(
+        True, description="Send the client's Host upstream (else the target's host)."
+    )
+
+
+def _method(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise PydanticCustomError("method", f"invalid method {value!r}")
+    return value.upper()
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/"):
+        raise PydanticCustomError("path", f"a path must start with '/', got {value!r}")
+    if value != "/" and value.endswith("/"):
+        value = value.rstrip("/")
+    return value
+
+
+def _host(value: str) -> str:
+    host = value.lower()
+    if not re.match(r"^(\*\.)?[a-z0-9.-]+(:\d+)?$", host):
+        raise PydanticCustomError("host", f"invalid host {value!r}")
+    return host
+
+
+class MatchConfig(Model):
+    """Which requests a route takes."""
+
+    path: Annotated[str, AfterValidator(_path)] = Field(
+        "/", description="Segment-aware prefix: `/api` takes `/api` and `/api/x`, not `/apix`."
+    )
+    host: Annotated[str, AfterValidator(_host)] | None = Field(
+        None, description="Exact host, or `*.example.com`; default any host."
+    )
+    methods: list[Annotated[str, AfterValidator(_method)]] | None = Field(
+        None, min_length=1, description="Allowed methods; others get 405 with `Allow`. Default all."
+    )
+
+
+# Checked by gateway.loader against the registry; `Any` here so each problem is reported once.
+PolicyEntry = Any
+
+
+class RouteConfig(Model):
+    """Requests matching `match` go through `policies` to `upstream`."""
+
+    name: Name = Field(description="Unique; used in metrics, logs and keys.")
+    match: MatchConfig = Field(default_factory=MatchConfig, description="What the route takes.")
+    upstream: str = Field(description="Name of an entry of `upstreams`.")
+    strip_prefix: Annotated[str, AfterValidator(_path)] | None = Field(
+        None, description="Removed from the start of the path before forwarding."
+    )
+    websocket: bool = Field(False, description="Proxy WebSocket upgrades on this route.")
+    max_request_body: Size | None = Field(
+        None, description="Overrides the global `max_request_body` for this route."
+    )
+    policies: list[PolicyEntry] = Field(
+        default_factory=list,
+        description="The chain, outermost first: names of `policies` entries or `TYPE: {options}`.",
+    )
+
+
+class ClientLimits(Model):
+    """What the public listener accepts from clients."""
+
+    max_line_size: int = Field(8190, ge=256, description="Request line limit (longer: 414/400).")
+    max_field_size: int = Field(8190, ge=256, description="One header line (longer: 431/400).")
+    max_headers: int = Field(100, ge=1, description="Number of request headers.")
+    keepalive_timeout: Duration = Field(75.0, ge=0, description="Idle client connections close.")
+    body_timeout: Duration = Field(
+        30.0, gt=0, description="Longest wait for the next chunk of a request body (slow clients)."
+    )
+
+
+class GatewayConfig(Model):
+    """The whole config file."""
+
+    listen: Listen = Field("0.0.0.0:8080", description="The public listener.")
+    workers: Workers = Field(
+        1, description="Processes sharing the public port; `auto` = CPU count."
+    )
+    admin: AdminConfig = Field(default_factory=AdminConfig, description="The admin listener.")
+    redis: RedisConfig = Field(default_factory=RedisConfig, description="The shared store.")
+    trusted_proxies: list[Network] = Field(
+        default_factory=list,
+        description="Peers whose `X-Forwarded-For` is believed; default none.",
+    )
+    max_request_body: Size = Field(10 * 1024 * 1024, description="Larger request bodies get 413.")
+    shutdown_timeout: Duration = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    access_log: bool = Field(True, description="One JSON line per request on stdout.")
+    client: ClientLimits = Field(default_factory=ClientLimits, description="Client-side limits.")
+    upstreams: dict[Name, UpstreamConfig] = Field(description="Named upstream pools.")
+    policies: dict[Name, PolicyEntry] = Field(
+        default_factory=dict, description="Named policy definitions: `name: {TYPE: {options}}`."
+    )
+    routes: list[RouteConfig] = Field(min_length=1, description="First match in file order wins.")

@@ -1,0 +1,125 @@
+"""Control of one gateway process: readiness, reload (in two phases), policies' admin calls.
+
+The supervisor drives each worker through its private control socket: `prepare` builds and
+starts the new config beside the serving one in every worker, and only when all succeeded
+does `commit` swap it in everywhere (else `abort` drops it), so workers never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import Gateway
+from gateway.errors import ConfigError, ConfigProblem, StoreUnavailable
+from gateway.loader import LoadedConfig, load_config, parse_config
+from gateway.policy import AdminCall
+from gateway.registry import Registry
+from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway.control")
+
+
+class LocalControl:
+    """Controls the `Gateway` of this process."""
+
+    def __init__(self, gateway: Gateway, registry: Registry) -> None:
+        self.gateway = gateway
+        self.registry = registry
+        self._pending: Runtime | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.gateway.runtime
+
+    async def ready(self) -> tuple[bool, str]:
+        try:
+            await self.runtime.store.ping()
+        except StoreUnavailable as exc:
+            return False, str(exc)
+        return True, "ok"
+
+    async def routes(self) -> list[dict[str, Any]]:
+        return self.runtime.table()
+
+    async def metrics(self) -> bytes:
+        return self.runtime.metrics.exposition()
+
+    async def reload(self) -> list[str]:
+        reloads = self.runtime.metrics.reloads
+        try:
+            loaded = load_config(self.runtime.loaded.file, registry=self.registry)
+            await self.prepare(loaded)
+        except ConfigError:
+            reloads.labels("refused").inc()
+            raise
+        await self.commit()
+        reloads.labels("ok").inc()
+        return loaded.warnings
+
+    async def prepare(self, loaded: LoadedConfig) -> None:
+        """Build and start `loaded` beside the serving config."""
+        async with self._lock:
+            if self._pending is not None:
+                await self._pending.stop()
+            current = self.runtime
+            runtime = Runtime(loaded, current.store, current.metrics)
+            try:
+                await runtime.start()
+            except Exception as exc:  # a policy that cannot start refuses the whole config
+                log.exception("starting the new config failed")
+                await runtime.stop()
+                problem = ConfigProblem(loaded.file, None, "", f"cannot start: {exc}")
+                raise ConfigError([problem]) from exc
+            self._pending = runtime
+
+    async def commit(self) -> None:
+        async with self._lock:
+            if self._pending is None:
+                return
+            old = self.gateway.swap(self._pending)
+            self._pending = None
+        log.info("config reloaded from %s", self.runtime.loaded.file)
+        await old.stop()
+
+    async def abort(self) -> None:
+        async with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending.stop()
+
+    async def policy_call(self, policy: str, endpoint: str, body: Any) -> tuple[int, Any]:
+        cls = self.registry[policy]
+        instances = [p for p in self.runtime.policies if isinstance(p, cls)]
+        call = AdminCall(body=body, store=self.runtime.store, instances=instances)
+        return await cls.admin_endpoints[endpoint](call)
+
+    def internal_routes(self) -> dict[str, Any]:
+        """The supervisor's side door, served on the worker's private control socket only."""
+
+        async def prepare(request: web.Request) -> web.Response:
+            data = await request.json()
+            try:
+                loaded = parse_config(data["text"], data["file"], registry=self.registry)
+                await self.prepare(loaded)
+            except ConfigError as exc:
+                return web.json_response({"problems": [str(p) for p in exc.problems]}, status=400)
+            return web.json_response({"status": "prepared"})
+
+        async def commit(_: web.Request) -> web.Response:
+            await self.commit()
+            return web.json_response({"status": "committed"})
+
+        async def abort(_: web.Request) -> web.Response:
+            await self.abort()
+            return web.json_response({"status": "aborted"})
+
+        return {
+            "POST /-/internal/prepare": prepare,
+            "POST /-/internal/commit": commit,
+            "POST /-/internal/abort": abort,
+        }

@@ -1,0 +1,120 @@
+"""Proxy header hygiene: hop-by-hop removal, X-Forwarded-*, Via, request ids, the client's IP."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+# RFC 9110 7.6.1, plus the legacy Proxy-Connection; Proxy-* by prefix below.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=-]{1,128}$")
+VIA = "1.1 gateway"
+
+
+def strip_hop_by_hop(headers: CIMultiDict[str]) -> None:
+    """Remove hop-by-hop headers in place, including those the Connection header names."""
+    connection = headers.get("Connection")
+    for name in [name for name in headers if _is_hop_by_hop(name)]:
+        headers.popall(name, None)
+    if connection:
+        for token in connection.split(","):
+            headers.popall(token.strip(), None)
+
+
+@lru_cache(maxsize=512)
+def _is_hop_by_hop(name: str) -> bool:
+    lower = name.lower()
+    return lower in HOP_BY_HOP or lower.startswith("proxy-")
+
+
+class Forwarding:
+    """Decides who the client is and what the upstream is told about it.
+
+    Only peers inside `trusted` may supply an `X-Forwarded-For` (and `-Proto`, `-Host`);
+    from anyone else those headers are replaced, so a client cannot choose its own IP.
+    """
+
+    def __init__(self, trusted: Iterable[IPv4Network | IPv6Network]) -> None:
+        self._trusted = tuple(trusted)
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - bounded, and lives as long as the config
+    def is_trusted(self, address: str) -> bool:
+        if not self._trusted:
+            return False
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def client_ip(self, peer: str, forwarded_for: str | None) -> str:
+        """The first untrusted address walking `X-Forwarded-For` from the right."""
+        if forwarded_for is None or not self.is_trusted(peer):
+            return peer
+        for hop in reversed(forwarded_for.split(",")):
+            address = hop.strip()
+            if not address:
+                continue
+            if not self.is_trusted(address):
+                return address if _valid_ip(address) else peer
+        return peer
+
+    def apply(
+        self,
+        headers: CIMultiDict[str],
+        original: CIMultiDictProxy[str],
+        peer: str,
+        scheme: str,
+        host: str,
+    ) -> str:
+        """Set X-Forwarded-* and Via on the upstream-bound `headers`; returns the client IP."""
+        forwarded_for = original.get("X-Forwarded-For")
+        trusted = forwarded_for is not None and self.is_trusted(peer)
+        if trusted:
+            headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}"
+            client = self.client_ip(peer, forwarded_for)
+            headers.setdefault("X-Forwarded-Proto", scheme)
+            headers.setdefault("X-Forwarded-Host", host)
+        else:
+            headers["X-Forwarded-For"] = peer
+            headers["X-Forwarded-Proto"] = scheme
+            if host:
+                headers["X-Forwarded-Host"] = host
+            else:
+                headers.popall("X-Forwarded-Host", None)
+            client = peer
+        via = original.get("Via")
+        headers["Via"] = f"{via}, {VIA}" if via else VIA
+        return client
+
+
+def _valid_ip(value: str) -> bool:
+    try:
+        ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def request_id(incoming: str | None) -> str:
+    """Keep a sane client-sent id (so traces join up), else make one."""
+    if incoming is not None and _REQUEST_ID.match(incoming):
+        return incoming
+    return os.urandom(16).hex()

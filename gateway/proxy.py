@@ -1,0 +1,212 @@
+"""The end of every chain: forward the request to a target of the route's upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from multidict import CIMultiDict
+
+from gateway.errors import HTTPError, UpstreamError, UpstreamTimeout
+from gateway.headers import strip_hop_by_hop
+from gateway.http import Request, Response
+from gateway.upstream.connection import ConnectionLost, ResponseHead, UpstreamConnection
+from gateway.upstream.pool import Target, Upstream
+
+if TYPE_CHECKING:
+    from aiohttp.streams import StreamReader
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_CHUNK_END = b"0\r\n\r\n"
+
+
+class PayloadTooLarge(HTTPError):
+    status = 413
+    code = "payload_too_large"
+
+
+class RequestTimeout(HTTPError):
+    status = 408
+    code = "request_timeout"
+
+
+class ClientGone(HTTPError):
+    status = 400
+    code = "client_closed_request"
+
+
+class Proxy:
+    """Forwards to `upstream`; one instance per route, built with the route's chain."""
+
+    def __init__(self, upstream: Upstream, *, max_body: int, body_timeout: float) -> None:
+        self.upstream = upstream
+        self.max_body = max_body
+        self.body_timeout = body_timeout
+        self.connect_timeout = upstream.config.timeouts.connect
+        self.read_timeout = upstream.config.timeouts.read
+        self.pass_host = upstream.config.pass_host
+
+    async def __call__(self, request: Request) -> Response:
+        last: UpstreamError = UpstreamError()
+        for target in self.upstream.candidates():
+            conn = target.pooled()
+            if conn is None:
+                try:
+                    conn = await target.connect(self.connect_timeout)
+                except TimeoutError:
+                    last = UpstreamTimeout()
+                    continue
+                except OSError:
+                    last = UpstreamError()
+                    continue
+            return await self._exchange(request, target, conn)
+        raise last
+
+    async def _exchange(
+        self, request: Request, target: Target, conn: UpstreamConnection
+    ) -> Response:
+        started = time.perf_counter()
+        head = self._head(request, target)
+        try:
+            answer = await self._send(request, conn, head)
+        except ConnectionLost as exc:
+            # A pooled connection the upstream closed while idle: retry once, on a new one,
+            # when nothing came back and the request can be replayed without side effects.
+            replayable = request.body is None or isinstance(request.body, bytes)
+            if exc.answered or conn.used < 2 or not replayable or request.method not in IDEMPOTENT:
+                raise UpstreamError() from exc
+            try:
+                conn = await target.connect(self.connect_timeout)
+            except TimeoutError:
+                raise UpstreamTimeout() from None
+            except OSError:
+                raise UpstreamError() from None
+            answer = await self._send(request, conn, head)
+        request.log["upstream_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        return self._response(answer)
+
+    def _head(self, request: Request, target: Target) -> bytes:
+        headers = request.headers
+        if not self.pass_host or "Host" not in headers:
+            headers["Host"] = target.host_header
+        body = request.body
+        if isinstance(body, bytes):
+            headers["Content-Length"] = str(len(body))
+        elif body is not None and "Content-Length" not in headers:
+            headers["Transfer-Encoding"] = "chunked"
+        path = target.base_path + request.path if target.base_path else request.path
+        if request.query_string:
+            path = f"{path}?{request.query_string}"
+        lines = [f"{request.method} {path} HTTP/1.1\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        lines.append("\r\n")
+        text = "".join(lines)
+        if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+            text = _without_line_breaks(request.method, path, headers)
+        return text.encode("utf-8", "surrogateescape")
+
+    async def _send(self, request: Request, conn: UpstreamConnection, head: bytes) -> ResponseHead:
+        body = request.body
+        pending = conn.start(
+            head, head_only=request.method == "HEAD", read_timeout=self.read_timeout
+        )
+        if body is None or isinstance(body, bytes):
+            if body:
+                conn.write(body)
+            conn.request_done()
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    return await pending
+            except TimeoutError:
+                conn.abort()
+                raise UpstreamTimeout() from None
+            except BaseException:
+                conn.abort()
+                raise
+        chunked = "Content-Length" not in request.headers
+        sender = asyncio.ensure_future(self._stream_body(conn, body, chunked, request))
+        try:
+            return await self._await_head(pending, sender)
+        except BaseException:
+            sender.cancel()
+            conn.abort()
+            raise
+
+    async def _await_head(
+        self, pending: asyncio.Future[ResponseHead], sender: asyncio.Future[None]
+    ) -> ResponseHead:
+        # The read timeout runs from the end of the upload: a slow client's long upload is
+        # bounded by the body timeout, not mistaken for a silent upstream.
+        while True:
+            done, _ = await asyncio.wait(
+                (pending, sender), timeout=self.read_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if pending in done:
+                if not sender.done():
+                    sender.add_done_callback(_retrieve)
+                return pending.result()
+            if sender in done:
+                sender.result()  # raises what ended the upload early (413, 408, client gone)
+                try:
+                    async with asyncio.timeout(self.read_timeout):
+                        return await pending
+                except TimeoutError:
+                    raise UpstreamTimeout() from None
+
+    async def _stream_body(
+        self, conn: UpstreamConnection, body: StreamReader, chunked: bool, request: Request
+    ) -> None:
+        limit = request.route.max_request_body
+        sent = 0
+        raw = request.raw
+        if raw is not None and raw.headers.get("Expect", "").lower() == "100-continue":
+            # Only now, with the chain passed: a refused request never invites the body.
+            await raw.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while True:
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    chunk = await body.readany()
+            except TimeoutError:
+                raise RequestTimeout() from None
+            except ConnectionError:
+                raise ClientGone() from None
+            if not chunk:
+                break
+            sent += len(chunk)
+            if sent > limit:
+                raise PayloadTooLarge()
+            try:
+                conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                await conn.drain()
+            except ConnectionError:
+                return  # the upstream closed: its answer, or the loss, is reported by the head
+        if chunked:
+            conn.write(_CHUNK_END)
+        conn.request_done()
+
+    def _response(self, answer: ResponseHead) -> Response:
+        headers: CIMultiDict[str] = CIMultiDict(
+            (name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+            for name, value in answer.headers
+        )
+        strip_hop_by_hop(headers)
+        return Response(answer.status, headers, stream=answer.body)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _without_line_breaks(method: str, path: str, headers: CIMultiDict[str]) -> str:
+    # A header value with CR or LF (say, a policy forwarding data from a store) would let
+    # whoever wrote it inject headers upstream: such headers are dropped, never sent.
+    lines = [f"{method} {path} HTTP/1.1\r\n"]
+    lines.extend(
+        f"{name}: {value}\r\n"
+        for name, value in headers.items()
+        if not any(c in name or c in value for c in "\r\n")
+    )
+    lines.append("\r\n")
+    return "".join(lines)

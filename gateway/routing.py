@@ -1,0 +1,93 @@
+"""Route matching: first match in file order; host, segment-aware path prefix, methods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway.config import RouteConfig
+
+if TYPE_CHECKING:
+    from gateway.http import Handler
+    from gateway.policy import Policy
+    from gateway.upstream.pool import Upstream
+
+
+@dataclass(eq=False)
+class Route:
+    """A route as served: its matcher, its composed chain and where it forwards."""
+
+    config: RouteConfig
+    upstream: Upstream
+    handler: Handler
+    """The composed chain: policies outermost first, then the proxy."""
+    policies: list[Policy]
+    max_request_body: int
+    name: str = field(init=False)
+    _prefix: str = field(init=False)
+    _host: str | None = field(init=False)
+    _wildcard: str | None = field(init=False)
+    methods: frozenset[str] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        match = self.config.match
+        self.name = self.config.name
+        self._prefix = "" if match.path == "/" else match.path
+        host = match.host
+        self._wildcard = host[1:] if host and host.startswith("*.") else None
+        self._host = None if self._wildcard else host
+        self.methods = frozenset(match.methods) if match.methods else None
+
+    def takes(self, host: str, path: str) -> bool:
+        """Whether host and path match (methods aside)."""
+        prefix = self._prefix
+        if prefix and not (
+            path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+        ):
+            return False
+        if self._host is not None:
+            return host == self._host or _without_port(host) == self._host
+        if self._wildcard is not None:
+            return _without_port(host).endswith(self._wildcard)
+        return True
+
+    def rewrite(self, path: str) -> str:
+        """The path sent upstream, after `strip_prefix`."""
+        strip = self.config.strip_prefix
+        if not strip or strip == "/":
+            return path
+        return path[len(strip) :] or "/"
+
+
+def _without_port(host: str) -> str:
+    if host.endswith("]"):
+        return host
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+class NotAllowed:
+    """Some route takes the path, but not with this method."""
+
+    __slots__ = ("allow",)
+
+    def __init__(self, allow: set[str]) -> None:
+        self.allow = ", ".join(sorted(allow))
+
+
+class Router:
+    """Finds the route for a request."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
+    def match(self, host: str, path: str, method: str) -> Route | NotAllowed | None:
+        allowed: set[str] | None = None
+        for route in self.routes:
+            if not route.takes(host, path):
+                continue
+            methods = route.methods
+            if methods is None or method in methods:
+                return route
+            allowed = allowed or set()
+            allowed |= methods
+        return NotAllowed(allowed) if allowed else None

@@ -1,0 +1,135 @@
+"""One config generation, built: routes with composed chains, policy instances, upstream pools.
+
+A reload builds a new `Runtime` beside the serving one, starts it, swaps it in (a request
+keeps the runtime it started with) and stops the old one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway.chain import compose
+from gateway.errors import ConfigError
+from gateway.headers import Forwarding
+from gateway.http import Handler
+from gateway.loader import LoadedConfig, PolicySpec
+from gateway.metrics import Metrics
+from gateway.policy import Background, Policy, PolicyContext
+from gateway.proxy import Proxy
+from gateway.routing import Route, Router
+from gateway.store import Store
+from gateway.upstream.pool import Upstream
+from gateway.websocket import WebSocketProxy
+
+log = logging.getLogger("gateway.runtime")
+
+
+class Runtime:
+    """Everything a request needs from the config, built once."""
+
+    def __init__(self, loaded: LoadedConfig, store: Store, metrics: Metrics) -> None:
+        model = loaded.model
+        self.loaded = loaded
+        self.store = store
+        self.metrics = metrics
+        self.background = Background()
+        self.forwarding = Forwarding(model.trusted_proxies)
+        self.upstreams = {name: Upstream(name, cfg) for name, cfg in model.upstreams.items()}
+        self.policies: list[Policy] = []
+        named: dict[str, Policy] = {}
+        users: dict[str, list[str]] = {}
+        for route_config, chain in zip(model.routes, loaded.chains, strict=True):
+            for spec in chain:
+                if spec.name is not None:
+                    users.setdefault(spec.name, []).append(route_config.name)
+        self._websockets: list[WebSocketProxy] = []
+        routes = []
+        for index, (route_config, chain) in enumerate(
+            zip(model.routes, loaded.chains, strict=True)
+        ):
+            instances = []
+            for position, spec in enumerate(chain):
+                if spec.name is not None and spec.name in named:
+                    instances.append(named[spec.name])
+                    continue
+                loc = (
+                    ("policies", spec.name)
+                    if spec.name
+                    else ("routes", index, "policies", position)
+                )
+                routes_of = tuple(users.get(spec.name, ())) if spec.name else (route_config.name,)
+                policy = self._build(spec, loc, route_config.name, routes_of)
+                if spec.name is not None:
+                    named[spec.name] = policy
+                instances.append(policy)
+                self.policies.append(policy)
+            upstream = self.upstreams[route_config.upstream]
+            max_body = (
+                route_config.max_request_body
+                if route_config.max_request_body is not None
+                else model.max_request_body
+            )
+            terminal: Handler = Proxy(
+                upstream, max_body=max_body, body_timeout=model.client.body_timeout
+            )
+            if route_config.websocket:
+                terminal = WebSocketProxy(terminal, upstream)
+                self._websockets.append(terminal)
+            routes.append(
+                Route(route_config, upstream, compose(instances, terminal), instances, max_body)
+            )
+        self.routes = routes
+        self.router = Router(routes)
+
+    def _build(
+        self, spec: PolicySpec, loc: tuple[Any, ...], route: str, routes: tuple[str, ...]
+    ) -> Policy:
+        name = spec.name or spec.type
+        scope = f"policy:{spec.name}" if spec.name else f"route:{route}"
+        context = PolicyContext(name, scope, self.store, self.metrics, self.background, routes)
+        try:
+            return spec.cls(spec.options, context)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a policy's own constructor bug must name where it was declared
+            log.exception("building policy %s failed", name)
+            raise self.loaded.problem(loc, f"cannot build {spec.type}: {exc}") from exc
+
+    async def start(self) -> None:
+        for policy in self.policies:
+            await policy.start()
+
+    async def stop(self) -> None:
+        for policy in self.policies:
+            try:
+                await policy.stop()
+            except Exception:  # one policy's cleanup failure must not keep the rest running
+                log.exception("stopping policy %s failed", policy.context.name)
+        await self.background.close()
+        for websocket in self._websockets:
+            await websocket.close()
+        for upstream in self.upstreams.values():
+            upstream.close()
+
+    def table(self) -> list[dict[str, Any]]:
+        """The route table, as `gateway check` prints it and `/-/routes` serves it."""
+        out = []
+        for route in self.routes:
+            match = route.config.match
+            out.append(
+                {
+                    "name": route.name,
+                    "match": {
+                        "path": match.path,
+                        "host": match.host,
+                        "methods": list(match.methods) if match.methods else None,
+                    },
+                    "upstream": route.config.upstream,
+                    "targets": list(route.upstream.config.targets),
+                    "strip_prefix": route.config.strip_prefix,
+                    "websocket": route.config.websocket,
+                    "policies": [policy.describe() for policy in route.policies],
+                }
+            )
+        return out

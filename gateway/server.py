@@ -1,0 +1,81 @@
+"""Listening sockets and servers: the public listener (per worker) and admin/control listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import Gateway
+from gateway.config import GatewayConfig, split_listen
+
+
+def listening_socket(listen: str, *, reuse_port: bool) -> socket.socket:
+    """A bound, listening TCP socket; with `reuse_port`, every worker binds its own (the
+    kernel spreads connections across them evenly, unlike one shared accept queue)."""
+    host, port = split_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def public_server(gateway: Gateway, model: GatewayConfig) -> web.Server:
+    """The low-level aiohttp server for the public listener: no router, no middleware stack,
+    one handler; the gateway does its own routing."""
+    limits = model.client
+    return web.Server(
+        gateway.handle,
+        access_log=None,
+        keepalive_timeout=limits.keepalive_timeout,
+        max_line_size=limits.max_line_size,
+        max_field_size=limits.max_field_size,
+        max_headers=limits.max_headers,
+        # Bodies are relayed as the client encoded them; decoding would corrupt them.
+        auto_decompress=False,
+    )
+
+
+async def serve(server: web.Server, sock: socket.socket) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(server, sock=sock, backlog=1024)
+
+
+async def drain(server: web.Server, listener: asyncio.AbstractServer, timeout: float) -> None:
+    """Stop accepting, let in-flight requests finish (up to `timeout`), close the rest."""
+    listener.close()
+    server.pre_shutdown()
+    await server.shutdown(timeout)
+
+
+async def start_app(
+    app: web.Application,
+    *,
+    listen: str | None = None,
+    path: str | None = None,
+    sock: socket.socket | None = None,
+) -> web.AppRunner:
+    """Serve an aiohttp app (admin, control) on a TCP address, a unix socket or a socket."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site: Any
+    if sock is not None:
+        site = web.SockSite(runner, sock)
+    elif path is not None:
+        site = web.UnixSite(runner, path)
+    else:
+        host, port = split_listen(listen or "127.0.0.1:0")
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    return runner

@@ -1,0 +1,5 @@
+"""The store: shared state for policies, on Redis or in process memory."""
+
+from gateway.store.base import Keyspace, MessageHandler, Script, Store, Subscription, Value
+
+__all__ = ["Keyspace", "MessageHandler", "Script", "Store", "Subscription", "Value"]

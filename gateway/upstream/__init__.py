@@ -1,0 +1,1 @@
+"""The upstream side: lean HTTP/1.1 connections, pooled per target."""

@@ -1,0 +1,296 @@
+"""One keep-alive HTTP/1.1 connection to an upstream, parsed with httptools (llhttp).
+
+A lean client on purpose: the proxy's hot path is "write a head, stream bytes both ways",
+and a general-purpose client (cookies, redirects, tracing) costs more than the whole gateway.
+Flow control both ways keeps memory bounded: reading pauses while the client is slower than
+the upstream, and request bodies wait for the upstream socket to drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httptools
+
+from gateway.errors import UpstreamError, UpstreamTimeout
+
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+
+
+class ConnectionLost(UpstreamError):
+    """The upstream closed or reset the connection before the response head arrived.
+
+    `answered` is False when not one byte of a response came back: on a pooled connection
+    that means the upstream had closed it while idle, and an idempotent request may be retried.
+    """
+
+    def __init__(self, *, answered: bool) -> None:
+        super().__init__()
+        self.answered = answered
+
+
+class ResponseHead:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: ResponseBody) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class ResponseBody:
+    """The upstream's body as it arrives; implements `gateway.http.Body`."""
+
+    __slots__ = ("_chunks", "_conn", "_done", "_error", "_size", "_timeout", "_waiter", "length")
+
+    def __init__(self, conn: UpstreamConnection, length: int | None, timeout: float) -> None:
+        self.length = length
+        self._conn: UpstreamConnection | None = conn
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._timeout = timeout
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        if self._size > _HIGH_WATER and self._conn is not None:
+            self._conn.pause_reading()
+        self._wake()
+
+    def finish(self) -> None:
+        self._done = True
+        self._conn = None  # the connection may now serve another request
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._done:
+            self._error = exc
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def buffered(self) -> bytes | None:
+        if not self._done:
+            return None
+        whole = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        return whole
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._size -= len(chunk)
+                if self._size < _LOW_WATER and self._conn is not None:
+                    self._conn.resume_reading()
+                yield chunk
+            elif self._done:
+                return
+            elif self._error is not None:
+                raise UpstreamError() from self._error
+            else:
+                self._waiter = loop.create_future()
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await self._waiter
+                except TimeoutError:
+                    self.close()
+                    raise UpstreamTimeout() from None
+                finally:
+                    self._waiter = None
+
+    def close(self) -> None:
+        """Abandon the body; an unfinished one costs the connection (it cannot be reused)."""
+        if not self._done and self._conn is not None:
+            self._conn.close()
+        self._done = True
+        self._conn = None
+        self._chunks.clear()
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """An HTTP/1.1 client connection: one request at a time, reused while both sides agree."""
+
+    def __init__(self, on_reusable: Callable[[UpstreamConnection], None]) -> None:
+        self._on_reusable = on_reusable
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.used = 0
+        """Requests started on this connection; > 1 means it came from the pool."""
+        self.idle_since = 0.0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head: asyncio.Future[ResponseHead] | None = None
+        self._body: ResponseBody | None = None
+        self._read_timeout = 30.0
+        self._head_only = False
+        self._request_sent = False
+        self._response_done = False
+        self._keep_alive = False
+        self._got_bytes = False
+        self._drain: asyncio.Future[None] | None = None
+        self._paused = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(), exc)
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(ConnectionLost(answered=self._got_bytes))
+        if self._body is not None:
+            # An upstream that ends a read-until-close body by closing is not an error.
+            with contextlib.suppress(httptools.HttpParserError):
+                self._parser.feed_eof()
+            if self._body is not None:
+                self._body.fail(exc or ConnectionResetError("upstream closed mid-body"))
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("upstream closed"))
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- httptools callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200 and status != 101:
+            return  # interim response (100 Continue, 103 Early Hints): wait for the final one
+        self._keep_alive = self._parser.should_keep_alive()
+        length = None
+        if not self._head_only:
+            for name, value in self._headers:
+                if name.lower() == b"content-length":
+                    length = int(value)
+        self._body = ResponseBody(self, length, self._read_timeout)
+        head = ResponseHead(status, self._headers, self._body)
+        if self._head is not None and not self._head.done():
+            self._head.set_result(head)
+        if self._head_only:
+            # llhttp cannot be told a response answers HEAD; end it here, parse afresh next time.
+            self._parser = httptools.HttpResponseParser(self)
+            self.on_message_complete()
+
+    def on_body(self, chunk: bytes) -> None:
+        if self._body is not None:
+            self._body.feed(chunk)
+
+    def on_message_complete(self) -> None:
+        if self._body is None:
+            return  # the end of an interim response, or of a HEAD response already ended
+        body, self._body = self._body, None
+        self._response_done = True
+        if body is not None:
+            body.finish()
+        self._maybe_reusable()
+
+    # -- client API --------------------------------------------------------------------------
+    def start(
+        self, head: bytes, *, head_only: bool, read_timeout: float
+    ) -> asyncio.Future[ResponseHead]:
+        """Send a request head; the future resolves with the response head."""
+        loop = asyncio.get_running_loop()
+        self.used += 1
+        self._head = loop.create_future()
+        self._head_only = head_only
+        self._read_timeout = read_timeout
+        self._request_sent = False
+        self._response_done = False
+        self._got_bytes = False
+        self.write(head)
+        return self._head
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.closed:
+            raise ConnectionResetError("upstream closed")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("upstream closed")
+        if self._paused:
+            self._drain = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+    def request_done(self) -> None:
+        """The whole request (head and body) has been written."""
+        self._request_sent = True
+        self._maybe_reusable()
+
+    def _maybe_reusable(self) -> None:
+        if self._request_sent and self._response_done and not self.closed:
+            if self._keep_alive:
+                self._head = None
+                self._on_reusable(self)
+            else:
+                self.close()
+
+    def _fail(self, error: UpstreamError, cause: BaseException) -> None:
+        if self._head is not None and not self._head.done():
+            error.__cause__ = cause
+            self._head.set_exception(error)
+        if self._body is not None:
+            self._body.fail(cause)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        """Give up on the current exchange (timeout, client gone) and close."""
+        head, self._head = self._head, None
+        if head is not None and not head.done():
+            head.cancel()
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def __repr__(self) -> str:
+        peer: Any = self.transport.get_extra_info("peername") if self.transport else None
+        return f"<UpstreamConnection {peer} used={self.used} closed={self.closed}>"

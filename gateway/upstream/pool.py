@@ -1,0 +1,106 @@
+"""Upstream targets: a keep-alive pool per target, round robin, refusing targets skipped a while."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from gateway.config import UpstreamConfig
+from gateway.upstream.connection import UpstreamConnection
+
+
+class Target:
+    """One upstream server and its idle connections (most recently used first out)."""
+
+    def __init__(self, url: str, config: UpstreamConfig) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self.host = parts.hostname or "127.0.0.1"
+        self.tls = parts.scheme == "https"
+        self.port = parts.port or (443 if self.tls else 80)
+        self.host_header = parts.netloc.rsplit("@", 1)[-1]
+        self.base_path = parts.path.rstrip("/")
+        self.keepalive = config.keepalive
+        self.max_idle = config.max_idle if config.keepalive > 0 else 0
+        self.fail_timeout = config.fail_timeout
+        self.down_until = 0.0
+        self._closed = False
+        self._idle: deque[UpstreamConnection] = deque()
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.tls else None
+
+    def pooled(self) -> UpstreamConnection | None:
+        """An idle connection that is still fresh enough to trust, if any."""
+        idle = self._idle
+        cutoff = time.monotonic() - self.keepalive
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.idle_since > cutoff:
+                return conn
+            conn.close()
+        return None
+
+    async def connect(self, timeout: float) -> UpstreamConnection:
+        """A new connection; raises TimeoutError or OSError (and marks the target down)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: UpstreamConnection(self._release),
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self._ssl else None,
+                )
+        except (OSError, TimeoutError):
+            self.down_until = time.monotonic() + self.fail_timeout
+            raise
+        self.down_until = 0.0
+        return conn
+
+    def _release(self, conn: UpstreamConnection) -> None:
+        if conn.closed or self._closed or len(self._idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def close(self) -> None:
+        """Close idle connections; busy ones close when their exchange ends."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+
+
+class Upstream:
+    """A named pool of equivalent targets, taken in turn."""
+
+    def __init__(self, name: str, config: UpstreamConfig) -> None:
+        self.name = name
+        self.config = config
+        self.targets = [Target(url, config) for url in config.targets]
+        self._next = 0
+
+    def candidates(self) -> Sequence[Target]:
+        """Targets to try for the next request: round robin, targets marked down last."""
+        targets = self.targets
+        if len(targets) == 1:
+            return targets
+        start = self._next
+        self._next = (start + 1) % len(targets)
+        rotated = targets[start:] + targets[:start]
+        now = time.monotonic()
+        up = [t for t in rotated if t.down_until <= now]
+        down = sorted((t for t in rotated if t.down_until > now), key=lambda t: t.down_until)
+        return up + down
+
+    def close(self) -> None:
+        for target in self.targets:
+            target.close()

@@ -1,0 +1,106 @@
+"""A worker process: serves the public port (SO_REUSEPORT) and a private control socket.
+
+Started by the supervisor as `python -m gateway.worker`; SIGTERM (or SIGINT) drains it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from gateway.admin import admin_app
+from gateway.app import Gateway
+from gateway.control import LocalControl
+from gateway.errors import ConfigError
+from gateway.loader import LoadedConfig, parse_config
+from gateway.logs import AccessLog, setup_logging
+from gateway.metrics import Metrics
+from gateway.registry import Registry
+from gateway.runtime import Runtime
+from gateway.server import drain, listening_socket, public_server, serve, start_app
+from gateway.store.factory import open_store
+
+log = logging.getLogger("gateway.worker")
+
+
+class WorkerProcess:
+    """One serving process: its store, its runtime, its public server and control socket."""
+
+    def __init__(self, loaded: LoadedConfig, registry: Registry, *, text_log: bool = False) -> None:
+        self.loaded = loaded
+        self.registry = registry
+        self.text_log = text_log
+
+    async def run(self, control_path: str, stop: asyncio.Event, ready_fd: int | None) -> None:
+        model = self.loaded.model
+        metrics = Metrics()
+        store = open_store(model.redis, metrics.store_call)
+        runtime = Runtime(self.loaded, store, metrics)
+        gateway = Gateway(runtime, AccessLog(text=self.text_log))
+        control = LocalControl(gateway, self.registry)
+        await runtime.start()
+        server = public_server(gateway, model)
+        listener = await serve(server, listening_socket(model.listen, reuse_port=True))
+        app = admin_app(control, self.registry, extra_routes=control.internal_routes())
+        control_runner = await start_app(app, path=control_path)
+        if ready_fd is not None:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+        log.info("worker %d serving %s", os.getpid(), model.listen)
+        await stop.wait()
+        log.info("worker %d draining (up to %ss)", os.getpid(), model.shutdown_timeout)
+        await drain(server, listener, model.shutdown_timeout)
+        await control_runner.cleanup()
+        await gateway.runtime.stop()
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway-worker")
+    parser.add_argument("--config-text", required=True, help="file holding the config text")
+    parser.add_argument("--file", required=True, help="the config's name in messages")
+    parser.add_argument("--control", required=True, help="unix socket path for the supervisor")
+    parser.add_argument(
+        "--ready-fd", type=int, default=None, help="write 'ready' here once serving"
+    )
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", default="json", choices=["json", "text"])
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    with open(args.config_text, encoding="utf-8") as handle:
+        text = handle.read()
+    registry = Registry.discover()
+    try:
+        loaded = parse_config(text, args.file, registry=registry)
+    except ConfigError as exc:
+        log.error("config refused:\n%s", exc)
+        return 2
+    worker = WorkerProcess(loaded, registry, text_log=args.log_format == "text")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the supervisor
+        await worker.run(args.control, stop, args.ready_fd)
+
+    _run(run())
+    return 0
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(coro)  # type: ignore[arg-type]
+    else:
+        uvloop.run(coro)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

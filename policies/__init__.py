@@ -1,0 +1,1 @@
+"""Built-in policies. Each registers under the `gateway.policies` entry-point group."""
