@@ -28,9 +28,9 @@ log = logging.getLogger("gateway.policy")
 
 
 class Options(BaseModel):
-    """Base for a policy's options: unknown keys are errors, values are immutable."""
+    """Base for a policy's options: unknown keys are errors, values immutable, defaults validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class Background:

@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`, each from a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: demo test install redis-server lint loadtest bench soak clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# redis-server is what the test suite starts privately (never a shared instance).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server with apt-get"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is needed by the tests: install it with your package manager" >&2; exit 1; \
+	  fi; }
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install redis-server lint
+	$(BIN)/pytest
+
+demo: install
+	$(BIN)/python -m demo.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache loadtest/reports
