@@ -1,13 +1,12 @@
 """A small upstream API for `make demo` and for trying the gateway by hand.
 
-    python -m demo.upstream --port 9000
+python -m demo.upstream --port 9000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 
 from aiohttp import WSMsgType, web

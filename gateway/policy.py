@@ -28,7 +28,7 @@ log = logging.getLogger("gateway.policy")
 
 
 class Options(BaseModel):
-    """Base for a policy's options: unknown keys are errors, values immutable, defaults validated."""
+    """A policy's options: unknown keys are errors, values immutable, defaults validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 

@@ -52,8 +52,9 @@ class InProcessGateway:
         self.admin_url = f"http://127.0.0.1:{admin_sock.getsockname()[1]}"
         token = self.loaded.model.admin.token
         self._admin = await start_app(
-            admin_app(self.control, self.registry,
-                      token=token.get_secret_value() if token else None),
+            admin_app(
+                self.control, self.registry, token=token.get_secret_value() if token else None
+            ),
             sock=admin_sock,
         )
         self.session = aiohttp.ClientSession(auto_decompress=False)
@@ -110,8 +111,16 @@ class GatewayProcess:
 
     async def start(self, wait: bool = True) -> GatewayProcess:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "run", "-c", self.config_path, *self.args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env,
+            sys.executable,
+            "-m",
+            "gateway",
+            "run",
+            "-c",
+            self.config_path,
+            *self.args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
             start_new_session=True,
         )
         self.stdout_lines: list[str] = []
@@ -130,7 +139,8 @@ class GatewayProcess:
         return self
 
     async def _read(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
+        assert self.process is not None
+        assert self.process.stderr is not None
         async for raw in self.process.stderr:
             line = raw.decode(errors="replace")
             self.stderr_lines.append(line)
@@ -138,7 +148,8 @@ class GatewayProcess:
                 self._serving.set()
 
     async def _read_stdout(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None
+        assert self.process.stdout is not None
         async for raw in self.process.stdout:
             self.stdout_lines.append(raw.decode(errors="replace"))
 
