@@ -1,0 +1,70 @@
+"""Reading a session from the store: the `read.lua` step, its memory twin, and its arguments.
+
+One script call per request reads the fields and slides the expiry together, so a session
+costs one round trip; nothing is cached in the gateway, so a deleted session is refused on
+the very next request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from gateway.store import Keyspace, Script, Value
+
+
+def _read_local(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> Any:
+    """The memory store's `read.lua`: same arguments, same answer."""
+    key = keys[0]
+    session = keyspace.get(key)
+    if not isinstance(session, dict) or not session:
+        return None
+    names = args[2:]
+    values: list[bytes | None]
+    if names:
+        values = [session.get(str(name)) for name in names]
+    else:
+        values = []
+        for name, value in session.items():
+            values += [name.encode(), value]
+    sliding = int(args[0])
+    if sliding > 0:
+        left = keyspace.ttl(key)
+        if left is not None and left * 1000 < int(args[1]):
+            keyspace.expire(key, sliding / 1000)
+    return values
+
+
+@cache
+def read_script() -> Script:
+    """`read.lua` with its twin, loaded once per process."""
+    return Script.load(__package__ or "policies.session", "read.lua", local=_read_local)
+
+
+class Reader:
+    """What one policy instance reads: its script arguments, built once."""
+
+    __slots__ = ("args", "names", "script")
+
+    def __init__(self, names: Sequence[str] | None, sliding: float, refresh: float) -> None:
+        self.script = read_script()
+        self.names = tuple(names) if names is not None else None
+        sliding_ms = round(sliding * 1000)
+        threshold_ms = max(0, sliding_ms - round(refresh * 1000))
+        self.args: list[Value] = [sliding_ms, threshold_ms, *(self.names or ())]
+
+    def decode(self, reply: Any) -> dict[str, str] | None:
+        """The script's reply as `{field: value}`; None when there is no such session."""
+        if reply is None:
+            return None
+        if self.names is not None:
+            return {
+                name: value.decode("utf-8", "surrogateescape")
+                for name, value in zip(self.names, reply, strict=True)
+                if value is not None
+            }
+        return {
+            name.decode("utf-8", "surrogateescape"): value.decode("utf-8", "surrogateescape")
+            for name, value in zip(reply[::2], reply[1::2], strict=True)
+        }
