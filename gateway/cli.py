@@ -143,7 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_schema)
 
     for ep in entry_points(group=COMMANDS_GROUP):
-        register: Callable[[Any], None] = ep.load()
+        try:
+            register: Callable[[Any], None] = ep.load()
+        except Exception as exc:  # a broken plugin must not take the other commands down
+            print(f"warning: command {ep.name!r} failed to load: {exc}", file=sys.stderr)
+            continue
         register(sub)
     return parser
 

@@ -93,8 +93,7 @@ def parse_config(
     except ValidationError as exc:
         checker.pydantic(exc, ())
     named, chains = checker.policies(data)
-    if model is not None:
-        checker.references(model, data)
+    checker.references(data, model)
     if checker.problems or model is None:
         raise ConfigError(sorted(checker.problems, key=lambda p: (p.line or 0, p.path)))
     return LoadedConfig(model, named, chains, file, text, positions, _shadowed(model, positions))
@@ -167,8 +166,8 @@ class _Checker:
                 if isinstance(decl, dict)
                 else (f"got {type(decl).__name__}")
             )
-            what = "a policy definition" if name else "a policy name or"
-            self.add(loc, f"expected {what} a one-key mapping TYPE: {{options}}, {shape}")
+            what = "" if name else "a policy name or "
+            self.add(loc, f"expected {what}a one-key mapping TYPE: {{options}}, {shape}")
             return None
         ((kind, options),) = decl.items()
         loc = (*loc, kind)
@@ -191,25 +190,37 @@ class _Checker:
             return None
         return PolicySpec(kind, cls, validated, name)
 
-    def references(self, model: GatewayConfig, data: dict[str, Any]) -> None:
+    def references(self, data: dict[str, Any], model: GatewayConfig | None) -> None:
+        """Cross-references, checked on the raw data so they are reported with other problems."""
+        upstreams = data.get("upstreams")
+        known = sorted(map(str, upstreams)) if isinstance(upstreams, dict) else []
+        routes = data.get("routes")
         seen: dict[str, int] = {}
-        for index, route in enumerate(model.routes):
-            if route.name in seen:
-                self.add(
-                    ("routes", index, "name"),
-                    f"duplicate route name {route.name!r} (first at routes[{seen[route.name]}])",
-                )
-            seen.setdefault(route.name, index)
-            if route.upstream not in model.upstreams:
-                known = ", ".join(sorted(model.upstreams))
+        for index, route in enumerate(routes if isinstance(routes, list) else []):
+            if not isinstance(route, dict):
+                continue
+            name = route.get("name")
+            if isinstance(name, str):
+                if name in seen:
+                    self.add(
+                        ("routes", index, "name"),
+                        f"duplicate route name {name!r} (first at routes[{seen[name]}])",
+                    )
+                seen.setdefault(name, index)
+            upstream = route.get("upstream")
+            if isinstance(upstream, str) and isinstance(upstreams, dict) and upstream not in known:
                 self.add(
                     ("routes", index, "upstream"),
-                    f"no upstream named {route.upstream!r} (defined: {known})",
+                    f"no upstream named {upstream!r} (defined: {', '.join(known) or 'none'})",
                 )
-            if route.strip_prefix and not _covers(route.strip_prefix, route.match.path):
+        if model is None:
+            return
+        for index, route_model in enumerate(model.routes):
+            strip, path = route_model.strip_prefix, route_model.match.path
+            if strip and not _covers(strip, path):
                 self.add(
                     ("routes", index, "strip_prefix"),
-                    f"{route.strip_prefix!r} is not a prefix of match.path {route.match.path!r}",
+                    f"{strip!r} is not a prefix of match.path {path!r}",
                 )
         if model.redis.url.startswith("memory:") and model.workers != 1:
             self.add(

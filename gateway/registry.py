@@ -36,7 +36,7 @@ class Registry(Mapping[str, type[Policy]]):
                 loaded = ep.load()
             except Exception as exc:  # a plugin's import error is reported, not raised
                 broken[ep.name] = f"{type(exc).__name__}: {exc}"
-                log.warning("policy %r (%s) failed to load: %s", ep.name, ep.value, exc)
+                log.debug("policy %r (%s) failed to load: %s", ep.name, ep.value, exc)
                 continue
             if not (isinstance(loaded, type) and issubclass(loaded, Policy)):
                 broken[ep.name] = f"{ep.value} is not a gateway.policy.Policy subclass"

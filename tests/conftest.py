@@ -64,7 +64,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
 @pytest.fixture
 async def upstream(aiohttp_server: Callable[..., Awaitable[object]]) -> Upstream:
     backend = Upstream()
-    server = await aiohttp_server(backend.app())
+    # auto_decompress off: the upstream must see request bodies exactly as the gateway sent them.
+    server = await aiohttp_server(backend.app(), auto_decompress=False)
     backend.url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
     return backend
 

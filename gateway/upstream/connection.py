@@ -143,6 +143,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._got_bytes = False
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
+        self._reading_paused = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -217,6 +218,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._response_done = True
         if body is not None:
             body.finish()
+        # The whole body is buffered now; a pause for its sake must not outlive it, or the
+        # next exchange on this connection would never be read.
+        self.resume_reading()
         self._maybe_reusable()
 
     # -- client API --------------------------------------------------------------------------
@@ -271,11 +275,13 @@ class UpstreamConnection(asyncio.Protocol):
             self._body.fail(cause)
 
     def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and not self._reading_paused:
+            self._reading_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and self._reading_paused:
+            self._reading_paused = False
             self.transport.resume_reading()
 
     def abort(self) -> None:

@@ -89,16 +89,18 @@ class Upstream:
         self._next = 0
 
     def candidates(self) -> Sequence[Target]:
-        """Targets to try for the next request: round robin, targets marked down last."""
+        """Targets to try for the next request: round robin over the healthy ones, then the
+        ones marked down (soonest to recover first), so a request is only refused when all are."""
         targets = self.targets
         if len(targets) == 1:
             return targets
-        start = self._next
-        self._next = (start + 1) % len(targets)
-        rotated = targets[start:] + targets[:start]
         now = time.monotonic()
-        up = [t for t in rotated if t.down_until <= now]
-        down = sorted((t for t in rotated if t.down_until > now), key=lambda t: t.down_until)
+        up = [t for t in targets if t.down_until <= now]
+        down = sorted((t for t in targets if t.down_until > now), key=lambda t: t.down_until)
+        if up:
+            start = self._next % len(up)
+            up = up[start:] + up[:start]
+        self._next += 1
         return up + down
 
     def close(self) -> None:

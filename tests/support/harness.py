@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from gateway.admin import admin_app
 from gateway.app import Gateway
@@ -62,7 +63,9 @@ class InProcessGateway:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         assert self.session is not None
-        return self.session.request(method, self.url + path, allow_redirects=False, **kwargs)
+        # encoded=True: the path goes out exactly as written (tests send odd paths on purpose).
+        url = URL(self.url + path, encoded=True)
+        return self.session.request(method, url, allow_redirects=False, **kwargs)
 
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
         assert self.session is not None
@@ -107,6 +110,7 @@ class GatewayProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.stderr_lines: list[str] = []
         self._serving = asyncio.Event()
+        self._new_line = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self, wait: bool = True) -> GatewayProcess:
@@ -146,6 +150,33 @@ class GatewayProcess:
             self.stderr_lines.append(line)
             if "worker(s); admin on" in line:
                 self._serving.set()
+            async with self._new_line:
+                self._new_line.notify_all()
+
+    async def wait_for(self, text: str, after: int = 0, timeout: float = 30) -> str:
+        """The first stderr line (from index `after`) containing `text`, as soon as it appears."""
+        async with asyncio.timeout(timeout), self._new_line:
+            while True:
+                for line in self.stderr_lines[after:]:
+                    if text in line:
+                        return line
+                await self._new_line.wait()
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the supervisor's worker processes (children, from /proc)."""
+        assert self.process is not None
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                pids.append(int(entry))
+        return sorted(pids)
 
     async def _read_stdout(self) -> None:
         assert self.process is not None

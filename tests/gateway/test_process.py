@@ -1,0 +1,235 @@
+"""`gateway run` as operators run it: workers, reloads, signals, crashes, admin, memory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.support.harness import GatewayProcess
+from tests.support.ports import free_port
+from tests.support.upstream import Upstream, pattern
+
+ProcessFactory = Callable[..., "asyncio.Future[GatewayProcess]"]
+
+
+def write_config(
+    path: Path, upstream: str, port: int, admin: int, extra: str = "", routes: str = ""
+) -> None:
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            listen: 127.0.0.1:{port}
+            admin: {{listen: 127.0.0.1:{admin}}}
+            shutdown_timeout: 10s
+            upstreams:
+              backend: {{targets: ["{upstream}"]}}
+            routes:
+              - {{name: api, match: {{path: /api}}, upstream: backend}}
+            """
+        )
+        + routes
+        + extra
+    )
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+    started: list[GatewayProcess] = []
+
+    async def start(config: Path, *args: str, env: dict[str, str] | None = None) -> GatewayProcess:
+        process = await GatewayProcess(str(config), *args, env=env).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        await process.stop()
+
+
+async def get(url: str, **kwargs: object) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as session, session.get(url, **kwargs) as response:  # type: ignore[arg-type]
+        return response.status, await response.read()
+
+
+async def test_workers_serve_one_port_and_metrics_sum_them(
+    tmp_path: Path, upstream: Upstream, redis_url: str, running: Callable[..., object]
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(
+        config, upstream.url, port, admin, extra=f"workers: 2\nredis: {{url: '{redis_url}'}}\n"
+    )
+    gateway: GatewayProcess = await running(config)  # type: ignore[operator]
+    assert len(gateway.worker_pids()) == 2
+    connector = aiohttp.TCPConnector(force_close=True)  # new connections spread over workers
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(40):
+            async with session.get(f"http://127.0.0.1:{port}/api/x") as response:
+                assert response.status == 200
+    status, body = await get(f"http://127.0.0.1:{admin}/metrics")
+    assert status == 200
+    assert 'gateway_requests_total{route="api",status="200"} 40.0' in body.decode()
+
+
+async def test_reload_applies_a_good_config_and_refuses_a_bad_one(
+    tmp_path: Path, upstream: Upstream, redis_url: str, running: Callable[..., object]
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    extra = f"workers: 2\nredis: {{url: '{redis_url}'}}\n"
+    write_config(config, upstream.url, port, admin, extra=extra)
+    gateway: GatewayProcess = await running(config)  # type: ignore[operator]
+    assert (await get(f"http://127.0.0.1:{port}/new/x"))[0] == 404
+
+    new_route = "  - {name: new, match: {path: /new}, upstream: backend}\n"
+    write_config(config, upstream.url, port, admin, extra=extra, routes=new_route)
+    mark = len(gateway.stderr_lines)
+    gateway.signal(signal.SIGHUP)
+    await gateway.wait_for("config reloaded in 2 worker(s)", after=mark)
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(20):  # every worker serves the new route
+            async with session.get(f"http://127.0.0.1:{port}/new/x") as response:
+                assert response.status == 200
+
+    write_config(
+        config,
+        upstream.url,
+        port,
+        admin,
+        extra=extra + "max_request_body: lots\n",
+        routes=new_route,
+    )
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"http://127.0.0.1:{admin}/-/reload") as response:
+            assert response.status == 400
+            body = await response.json()
+    assert body["error"] == "invalid_config"
+    assert body["problems"] == [f"{config}:11: max_request_body: invalid size 'lots'"]
+    assert (await get(f"http://127.0.0.1:{port}/new/x"))[0] == 200  # the old config serves on
+
+
+async def test_sigterm_finishes_in_flight_requests_then_exits_zero(
+    tmp_path: Path, upstream: Upstream, running: Callable[..., object]
+) -> None:
+    arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="finished")
+
+    upstream.route("/api/slow", slow)
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin)
+    gateway: GatewayProcess = await running(config)  # type: ignore[operator]
+    in_flight = asyncio.ensure_future(get(f"http://127.0.0.1:{port}/api/slow"))
+    await arrived.wait()
+    mark = len(gateway.stderr_lines)
+    gateway.signal(signal.SIGTERM)
+    await gateway.wait_for("draining", after=mark)
+    release.set()
+    assert await in_flight == (200, b"finished")
+    assert await gateway.wait() == 0
+
+
+async def test_a_crashed_worker_is_replaced(
+    tmp_path: Path, upstream: Upstream, running: Callable[..., object]
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin)
+    gateway: GatewayProcess = await running(config)  # type: ignore[operator]
+    (old,) = gateway.worker_pids()
+    mark = len(gateway.stderr_lines)
+    os.kill(old, signal.SIGKILL)
+    await gateway.wait_for("replacing it", after=mark)
+    await gateway.wait_for("serving", after=mark)
+    (new,) = gateway.worker_pids()
+    assert new != old
+    assert (await get(f"http://127.0.0.1:{port}/api/x"))[0] == 200
+    status, body = await get(f"http://127.0.0.1:{admin}/metrics")
+    assert "gateway_worker_restarts_total 1.0" in body.decode()
+
+
+async def test_admin_endpoints_and_token(
+    tmp_path: Path, upstream: Upstream, running: Callable[..., object]
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin)
+    text = config.read_text().replace(
+        f"admin: {{listen: 127.0.0.1:{admin}}}",
+        f"admin: {{listen: 127.0.0.1:{admin}, token: '${{TOKEN}}'}}",
+    )
+    config.write_text(text)
+    gateway: GatewayProcess = await running(config, env={"TOKEN": "s3cret"})  # type: ignore[operator]
+    base = f"http://127.0.0.1:{admin}"
+    assert (await get(base + "/-/health"))[0] == 200  # liveness needs no token
+    assert (await get(base + "/-/ready"))[0] == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    assert (await get(base + "/-/ready", headers=auth))[0] == 200
+    status, body = await get(base + "/-/routes", headers=auth)
+    assert status == 200
+    assert b'"name": "api"' in body
+    # The admin endpoints are not on the public listener.
+    assert (await get(f"http://127.0.0.1:{port}/-/ready", headers=auth))[0] == 404
+    assert "s3cret" not in gateway.stderr
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+async def test_large_bodies_stream_without_growing_the_worker(
+    tmp_path: Path, upstream: Upstream, running: Callable[..., object]
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(
+        config,
+        upstream.url,
+        port,
+        admin,
+        extra="max_request_body: 2GiB\n",
+        routes="  - {name: all, match: {path: /}, upstream: backend}\n",
+    )
+    gateway: GatewayProcess = await running(config)  # type: ignore[operator]
+    (worker,) = gateway.worker_pids()
+    assert (await get(f"http://127.0.0.1:{port}/api/warmup"))[0] == 200
+    before = _peak_rss_kib(worker)
+    size = 300 * 1024 * 1024
+    async with aiohttp.ClientSession() as session:
+        received = 0
+        async with session.get(f"http://127.0.0.1:{port}/bytes/{size}?length=1") as response:
+            async for chunk in response.content.iter_chunked(1 << 20):
+                received += len(chunk)
+        assert received == size
+        block = pattern(1 << 20)
+
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(size >> 20):
+                yield block
+
+        async with session.post(f"http://127.0.0.1:{port}/upload", data=body()) as response:
+            seen = await response.json()
+    expected = hashlib.sha256(block * (size >> 20)).hexdigest()
+    assert seen.get("body_sha256") == expected, seen
+    grown_mib = (_peak_rss_kib(worker) - before) / 1024
+    print(f"worker peak RSS grew by {grown_mib:.1f} MiB")
+    assert grown_mib < 16, f"worker peak RSS grew by {grown_mib:.1f} MiB for 2x300 MiB"
