@@ -109,10 +109,12 @@ async def test_reload_applies_a_good_config_and_refuses_a_bad_one(
         extra=extra + "max_request_body: lots\n",
         routes=new_route,
     )
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"http://127.0.0.1:{admin}/-/reload") as response:
-            assert response.status == 400
-            body = await response.json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{admin}/-/reload") as response,
+    ):
+        assert response.status == 400
+        body = await response.json()
     assert body["error"] == "invalid_config"
     assert body["problems"] == [f"{config}:11: max_request_body: invalid size 'lots'"]
     assert (await get(f"http://127.0.0.1:{port}/new/x"))[0] == 200  # the old config serves on
@@ -159,7 +161,7 @@ async def test_a_crashed_worker_is_replaced(
     (new,) = gateway.worker_pids()
     assert new != old
     assert (await get(f"http://127.0.0.1:{port}/api/x"))[0] == 200
-    status, body = await get(f"http://127.0.0.1:{admin}/metrics")
+    _, body = await get(f"http://127.0.0.1:{admin}/metrics")
     assert "gateway_worker_restarts_total 1.0" in body.decode()
 
 
