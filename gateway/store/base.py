@@ -70,6 +70,8 @@ class Subscription(Protocol):
 
 
 MessageHandler = Callable[[bytes], None]
+StatusHandler = Callable[[bool], None]
+"""`(subscribed)`: True each time a subscription is (re)established, False when it is lost."""
 
 
 class Store(ABC):
@@ -112,8 +114,15 @@ class Store(ABC):
     async def publish(self, channel: str, message: bytes) -> None: ...
 
     @abstractmethod
-    async def subscribe(self, channel: str, handler: MessageHandler) -> Subscription:
-        """Call `handler(message)` for each message on `channel` until the subscription closes."""
+    async def subscribe(
+        self, channel: str, handler: MessageHandler, *, on_status: StatusHandler | None = None
+    ) -> Subscription:
+        """Call `handler(message)` for each message on `channel` until the subscription closes.
+
+        `on_status(True)` is called each time the subscription is established (the first time
+        and after every reconnect), `on_status(False)` when it is lost: messages published in
+        between are never delivered, so whoever keeps state derived from them must drop it.
+        """
 
     @abstractmethod
     async def ping(self) -> None:

@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any
 
-from gateway.store.base import MessageHandler, Script, Store, Subscription, Value
+from gateway.store.base import (
+    MessageHandler,
+    Script,
+    StatusHandler,
+    Store,
+    Subscription,
+    Value,
+)
 
 _SWEEP_EVERY = 1.0
 _SWEEP_SAMPLE = 200
@@ -184,9 +191,13 @@ class MemoryStore(Store):
         for handler in list(self._channels.get(channel, ())):
             loop.call_soon(handler, message)
 
-    async def subscribe(self, channel: str, handler: MessageHandler) -> Subscription:
+    async def subscribe(
+        self, channel: str, handler: MessageHandler, *, on_status: StatusHandler | None = None
+    ) -> Subscription:
         handlers = self._channels[channel]
         handlers.append(handler)
+        if on_status is not None:
+            on_status(True)  # in process: subscribed at once, and never lost
         return _LocalSubscription(handlers, handler)
 
     async def ping(self) -> None:

@@ -20,7 +20,14 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.errors import StoreUnavailable
-from gateway.store.base import MessageHandler, Script, Store, Subscription, Value
+from gateway.store.base import (
+    MessageHandler,
+    Script,
+    StatusHandler,
+    Store,
+    Subscription,
+    Value,
+)
 from gateway.store.breaker import BreakerState, CircuitBreaker
 
 log = logging.getLogger("gateway.store")
@@ -200,9 +207,11 @@ class RedisStore(Store):
     async def publish(self, channel: str, message: bytes) -> None:
         await self._call("publish", lambda: self._client.publish(channel, message))
 
-    async def subscribe(self, channel: str, handler: MessageHandler) -> Subscription:
+    async def subscribe(
+        self, channel: str, handler: MessageHandler, *, on_status: StatusHandler | None = None
+    ) -> Subscription:
         ready = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._listen(channel, handler, ready))
+        task = asyncio.create_task(self._listen(channel, handler, ready, on_status))
         self._subscriptions.add(task)
         task.add_done_callback(self._subscriptions.discard)
         try:
@@ -213,16 +222,24 @@ class RedisStore(Store):
         return _RedisSubscription(task)
 
     async def _listen(
-        self, channel: str, handler: MessageHandler, ready: asyncio.Future[None]
+        self,
+        channel: str,
+        handler: MessageHandler,
+        ready: asyncio.Future[None],
+        on_status: StatusHandler | None,
     ) -> None:
         backoff = 0.1
         while True:
             client = self._pubsub_client()
             pubsub = client.pubsub(ignore_subscribe_messages=True)
+            subscribed = False
             try:
                 await pubsub.subscribe(channel)
+                subscribed = True
                 if not ready.done():
                     ready.set_result(None)
+                if on_status is not None:
+                    on_status(True)
                 backoff = 0.1
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
@@ -232,6 +249,8 @@ class RedisStore(Store):
             except (RedisError, OSError) as exc:
                 log.warning("pub/sub on %s lost (%s); resubscribing", channel, type(exc).__name__)
             finally:
+                if subscribed and on_status is not None:
+                    on_status(False)
                 await _quietly(pubsub.aclose())
                 await _quietly(client.aclose())
             await asyncio.sleep(backoff)
