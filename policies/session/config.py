@@ -14,20 +14,22 @@ from gateway.units import Duration
 
 # RFC 9110 token: cookie and header names.
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# It goes into a quoted-string of WWW-Authenticate.
+_REALM = re.compile(r'^[^"\\\x00-\x1f\x7f]{1,64}$')
 # Headers the gateway or the credentials themselves own: forwarding a session field into one
 # of them would break framing, routing or the credential stripping.
 _RESERVED = HOP_BY_HOP | {"host", "content-length", "cookie", "authorization", "x-request-id"}
 
 
 def _cookie_name(value: Any) -> Any:
-    if isinstance(value, str) and not _TOKEN.match(value):
+    if isinstance(value, str) and not _TOKEN.fullmatch(value):
         raise PydanticCustomError("cookie", f"invalid cookie name {value!r}")
     return value
 
 
 def _header_name(value: Any) -> Any:
     if isinstance(value, str):
-        if not _TOKEN.match(value):
+        if not _TOKEN.fullmatch(value):
             raise PydanticCustomError("header", f"invalid header name {value!r}")
         lower = value.lower()
         if lower in _RESERVED or lower.startswith("proxy-"):
@@ -55,8 +57,17 @@ def _allowed(value: Any) -> Any:
     return [_scalar(value)]
 
 
+def _realm(value: Any) -> Any:
+    if isinstance(value, str) and not _REALM.fullmatch(value):
+        raise PydanticCustomError(
+            "realm", f"invalid realm {value!r} (1-64 characters, no quotes or backslashes)"
+        )
+    return value
+
+
 CookieName = Annotated[str, BeforeValidator(_cookie_name)]
 HeaderName = Annotated[str, BeforeValidator(_header_name)]
+Realm = Annotated[str, BeforeValidator(_realm)]
 FieldName = Annotated[str, Field(min_length=1, max_length=256)]
 
 
@@ -118,9 +129,8 @@ class SessionOptions(Options):
         description="Also send the session cookie / bearer token upstream. Default: false "
         "(removed; other cookies stay).",
     )
-    realm: str = Field(
+    realm: Realm = Field(
         "gateway",
-        pattern=r'^[^"\\\x00-\x1f\x7f]{1,64}$',
         description='The realm named in `WWW-Authenticate` challenges. Default: "gateway".',
     )
 
