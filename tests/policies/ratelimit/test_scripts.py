@@ -1,0 +1,211 @@
+"""`rate_limit.lua` on a real redis-server and its Python twin on `memory://`: same answers.
+
+Each contract test runs on both stores (the `store` fixture); a few look at Redis-only
+behaviour (SCRIPT FLUSH, two requests in one microsecond) with the real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from gateway.store import Store
+from gateway.store.memory import MemoryKeyspace
+from gateway.store.redis import RedisStore
+from policies.ratelimit.keys import bucket_keys
+from policies.ratelimit.scripts import (
+    APPROXIMATE,
+    BUCKET,
+    SLIDING,
+    check_local,
+    rate_limit_script,
+)
+from tests.policies.ratelimit.conftest import Peek
+from tests.support.redis_server import RedisServer
+
+SCRIPT = rate_limit_script()
+KEYS = bucket_keys(("0:x", "1:y", "2:z"), "route:test", "client")
+
+
+def sliding(limit: int, window: float) -> tuple[int, ...]:
+    return (SLIDING, limit, round(window * 1_000_000), 0)
+
+
+def approximate(limit: int, window: float) -> tuple[int, ...]:
+    return (APPROXIMATE, limit, round(window * 1_000_000), 0)
+
+
+def bucket(per_second: float, burst: int, cost: int = 1) -> tuple[int, ...]:
+    return (BUCKET, round(1_000_000 / per_second), burst, cost)
+
+
+async def check(store: Store, *limits: tuple[int, ...]) -> list[int]:
+    args = [value for limit in limits for value in limit]
+    answer = await store.eval(SCRIPT, KEYS[: len(limits)], args)
+    return [int(value) for value in answer]
+
+
+async def test_limit_one_admits_once_and_records_nothing_more(store: Store, peek: Peek) -> None:
+    assert await check(store, sliding(1, 60)) == [1, 0, 0, 60]
+    assert await check(store, sliding(1, 60)) == [0, 60, 0, 60]
+    assert await check(store, sliding(1, 60)) == [0, 60, 0, 60]
+    assert await peek.entries(KEYS[0]) == 1
+
+
+async def test_sliding_window_counts_down_and_sets_the_ttl(store: Store, peek: Peek) -> None:
+    answers = [await check(store, sliding(3, 10)) for _ in range(4)]
+    assert answers == [[1, 0, 2, 10], [1, 0, 1, 10], [1, 0, 0, 10], [0, 10, 0, 10]]
+    assert await peek.entries(KEYS[0]) == 3
+    ttl = await peek.ttl(KEYS[0])
+    assert ttl is not None
+    assert 9 < ttl <= 10
+
+
+async def test_window_passing_frees_the_places(store: Store, peek: Peek) -> None:
+    limit = sliding(2, 0.4)
+    assert [(await check(store, limit))[0] for _ in range(3)] == [1, 1, 0]
+    await asyncio.sleep(0.45)  # the window itself is what is under test
+    assert [(await check(store, limit))[0] for _ in range(3)] == [1, 1, 0]
+    # The expired admissions were trimmed, the rejected ones never recorded.
+    assert await peek.entries(KEYS[0]) == 2
+
+
+async def test_token_bucket_burst_then_refill(store: Store, peek: Peek) -> None:
+    limit = bucket(10, 5)
+    answers = [await check(store, limit) for _ in range(6)]
+    assert [a[0] for a in answers] == [1, 1, 1, 1, 1, 0]
+    assert [a[2] for a in answers] == [4, 3, 2, 1, 0, 0]
+    assert answers[5][1] == 1  # Retry-After: 100 ms rounded up to a whole second
+    ttl = await peek.ttl(KEYS[0])
+    assert ttl is not None
+    assert 0.3 < ttl <= 0.5  # the bucket is full again 500 ms after the first request
+    await asyncio.sleep(0.25)  # refill: two tokens at 10/s
+    assert [(await check(store, limit))[0] for _ in range(3)] == [1, 1, 0]
+
+
+async def test_token_bucket_cost_and_sub_second_refill(store: Store) -> None:
+    limit = bucket(20, 4, cost=2)  # one token per 50 ms, two per request
+    assert [(await check(store, limit))[:3] for _ in range(3)] == [[1, 0, 2], [1, 0, 0], [0, 1, 0]]
+    await asyncio.sleep(0.12)
+    assert (await check(store, limit))[0] == 1
+
+
+async def test_cost_above_burst_is_never_admitted_nor_recorded(store: Store, peek: Peek) -> None:
+    assert await check(store, bucket(10, 2, cost=3)) == [0, 1, 2, 0]
+    assert not await peek.exists(KEYS[0])
+
+
+async def test_rejected_request_consumes_from_no_limit(store: Store, peek: Peek) -> None:
+    limits = (bucket(10, 5), sliding(1, 60))
+    assert await check(store, *limits) == [1, 0, 4, 1, 0, 60]
+    full_at = await peek.number(KEYS[0])
+    assert full_at is not None
+    # The sliding window refuses: the bucket keeps its 4 tokens and its stored state.
+    assert await check(store, *limits) == [0, 60, 4, 1, 0, 60]
+    assert await check(store, *limits) == [0, 60, 4, 1, 0, 60]
+    assert await peek.number(KEYS[0]) == full_at
+    assert await peek.entries(KEYS[1]) == 1
+
+
+async def test_all_limits_of_a_call_are_checked(store: Store) -> None:
+    limits = (sliding(3, 2), sliding(5, 3600))
+    decisions = [(await check(store, *limits))[0] for _ in range(6)]
+    assert decisions == [1, 1, 1, 0, 0, 0]
+    answer = await check(store, *limits)
+    assert answer[2:] == [0, 2, 2, 3600]
+
+
+async def test_approximate_window_counts_and_expires(store: Store, peek: Peek) -> None:
+    answers = [await check(store, approximate(3, 10)) for _ in range(4)]
+    assert [a[0] for a in answers] == [1, 1, 1, 0]
+    assert [a[2] for a in answers] == [2, 1, 0, 0]
+    assert 1 <= answers[3][1] <= 14  # a third of the count fades by the end of the next window
+    ttl = await peek.ttl(KEYS[0])
+    assert ttl is not None
+    assert 10 < ttl <= 20
+
+
+async def test_script_flush_on_the_server_is_survived(
+    redis_store: RedisStore, redis_server: RedisServer
+) -> None:
+    assert (await check(redis_store, sliding(3, 60)))[:3] == [1, 0, 2]
+    redis_server.cli("SCRIPT", "FLUSH")
+    assert redis_server.cli("SCRIPT", "EXISTS", SCRIPT.sha) == "0"
+    assert (await check(redis_store, sliding(3, 60)))[:3] == [1, 0, 1]
+    assert redis_server.cli("SCRIPT", "EXISTS", SCRIPT.sha) == "1"  # cached again by EVAL
+    assert (await check(redis_store, sliding(3, 60)))[:3] == [1, 0, 0]
+
+
+# Fills the admission log with one member per microsecond, named as the script names them,
+# from 60 ms ahead, then spins until that moment: the command after it in the same
+# transaction then runs in a microsecond that already has an admission.
+SEED_AHEAD = """
+local t = redis.call('TIME')
+local start = tonumber(t[1]) * 1000000 + tonumber(t[2]) + 60000
+for i = 0, 15000 do
+  local at = start + i
+  redis.call('ZADD', KEYS[1], at, string.format('%d', at))
+end
+repeat
+  t = redis.call('TIME')
+until tonumber(t[1]) * 1000000 + tonumber(t[2]) >= start
+return start
+"""
+
+
+async def test_two_admissions_in_one_microsecond_are_both_recorded(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    args = sliding(1_000_000, 3600)
+    try:
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.eval(SEED_AHEAD, 1, KEYS[0])
+            pipe.eval(SCRIPT.lua, 1, KEYS[0], *args)
+            start, answer = await pipe.execute()
+        assert answer[0] == 1
+        assert await client.zcard(KEYS[0]) == 15001 + 1
+        members = cast(list[bytes], await client.zrange(KEYS[0], 0, -1))
+        duplicates = [member for member in members if b"-" in member]
+        assert len(duplicates) == 1
+        stamp, _, suffix = duplicates[0].partition(b"-")
+        assert suffix == b"1"
+        assert start <= int(stamp) < start + 15000
+        assert await client.zscore(KEYS[0], duplicates[0]) == int(stamp)
+    finally:
+        await client.aclose()
+
+
+class Clock(MemoryKeyspace):
+    """The memory keyspace with a hand-moved clock, to drive the twin microsecond by microsecond."""
+
+    def __init__(self) -> None:
+        super().__init__(1 << 20)
+        self.at = 1_700_000_000.0
+
+    def now(self) -> float:
+        return self.at
+
+
+def test_twin_counts_equal_timestamps_and_frees_at_the_exact_boundary() -> None:
+    clock = Clock()
+    args = sliding(3, 0.5)
+    answers = [check_local(clock, KEYS[:1], args) for _ in range(4)]
+    assert answers == [[1, 0, 2, 1], [1, 0, 1, 1], [1, 0, 0, 1], [0, 1, 0, 1]]
+    clock.at += 0.5 - 0.000_001
+    assert check_local(clock, KEYS[:1], args)[0] == 0  # one microsecond short
+    clock.at = 1_700_000_000.5
+    assert check_local(clock, KEYS[:1], args)[:3] == [1, 0, 2]  # all three left together
+
+
+def test_every_key_of_a_call_shares_one_cluster_slot() -> None:
+    keys = bucket_keys(("0:sw", "1:tb", "2:sa1000000"), "policy:api", "10.0.0.1")
+    assert len({key_slot(key.encode()) for key in keys}) == 1
+    assert all(key.startswith("rl:v1:{") for key in keys)
+    other = bucket_keys(("0:sw",), "policy:api", "10.0.0.2")
+    assert other[0] != keys[0]
+    # Client input is hashed, never spliced.
+    spliced = bucket_keys(("0:sw",), "route:x", "}{evil:*\r\n")
+    assert "evil" not in spliced[0]
+    assert spliced[0].count("{") == 1
