@@ -35,5 +35,13 @@ test: install redis-server lint
 demo: install
 	$(BIN)/python -m demo.run
 
+# Load tests (issue 6). Flags go through LOADTEST_ARGS / BENCH_ARGS, e.g.
+# `make loadtest LOADTEST_ARGS="--scenario passthrough --duration 10"`.
+loadtest: install redis-server
+	$(BIN)/python -m loadtest.run $(LOADTEST_ARGS)
+
+bench: install redis-server
+	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache loadtest/reports

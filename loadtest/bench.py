@@ -1,0 +1,250 @@
+"""`make bench`: the gateway side by side with the upstream, NGINX and a plain aiohttp proxy.
+
+    .venv/bin/python -m loadtest.bench [--duration 10] [--connections 50] [--rounds 3]
+        [--rows direct,nginx,aiohttp,passthrough,rate_limit,session,cache,all] [--workers 1]
+
+One load generator (wrk when installed, else loadtest/loadgen.py), interleaved rounds (every
+row once per round, so a burst of noise from the neighbours hits one round of each row, not
+all rounds of one), medians of the rounds. Then the latency at a fixed rate (1000 rps by default,
+open loop) and what the gateway adds over calling the upstream directly. Absolute numbers
+depend on the machine and its neighbours; the ratios are what carries. Writes the table to
+docs/benchmarks.md and the raw samples to loadtest/reports/bench-<timestamp>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `loadtest.*` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.errors import ConfigError
+from loadtest.benchtable import Row, make_rows, report
+from loadtest.common import create_sessions, render_config, write_json
+from loadtest.measure import (
+    at_rate,
+    full_speed,
+    nginx_installed,
+    start_nginx,
+    wrk_version,
+)
+from loadtest.procs import (
+    Children,
+    StartupError,
+    free_port,
+    http_ok,
+    interrupt_on_signals,
+    scratch_dir,
+    start_gateway,
+    start_redis,
+    start_upstream,
+    wait_until,
+)
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    keys = [row.key for row in make_rows()]
+    p = argparse.ArgumentParser(prog="loadtest.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per full-speed sample")
+    p.add_argument("--latency-duration", type=float, default=5.0, help="seconds at fixed rate")
+    p.add_argument("--rate", type=float, default=1000.0, help="the fixed rate, requests/s")
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--threads", type=int, default=1, help="wrk threads")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rows", default=",".join(keys), help=f"subset of {','.join(keys)}")
+    p.add_argument("--workers", type=int, default=1, help="gateway (and proxy) processes")
+    p.add_argument("--generator", choices=["auto", "wrk", "asyncio"], default="auto")
+    p.add_argument("--no-access-log", action="store_true", help="gateway without access log")
+    p.add_argument("--output", default=str(HERE.parent / "docs" / "benchmarks.md"))
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target of issue 6 fails")
+    args = p.parse_args(argv)
+    args.keys = [k for k in args.rows.split(",") if k]
+    if unknown := sorted(set(args.keys) - set(keys)):
+        p.error(f"unknown rows {unknown}; choose from {', '.join(keys)}")
+    if args.generator == "auto":
+        args.generator = "wrk" if wrk_version() else "asyncio"
+    elif args.generator == "wrk" and not wrk_version():
+        p.error("wrk is not installed (apt-get install wrk), use --generator asyncio")
+    if min(args.duration, args.latency_duration, args.rate, args.rounds, args.workers) <= 0:
+        p.error("durations, --rate, --rounds and --workers must be positive")
+    return args
+
+
+def check(row: Row, url: str) -> str:
+    """'' when one request to the row answers 200 with the expected headers, else why not;
+    a row that answers wrong (a 401, a MISS) must not be timed as if it were right."""
+    request = urllib.request.Request(url, headers=row.headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            response.read()
+            status, headers = response.status, response.headers
+    except OSError as exc:
+        return f"sanity request failed: {exc}"
+    if status != 200:
+        return f"sanity request answered {status}"
+    for name, value in row.expect.items():
+        got = headers.get(name)
+        if got is None or (value and got.upper() not in (value, "STALE")):
+            return f"sanity request: {name} is {got!r}, expected {value or 'present'}"
+    return ""
+
+
+def start_servers(
+    args: argparse.Namespace, rows: list[Row], children: Children, logs: Path, tmp: Path
+) -> dict[str, str]:
+    """Start what the rows need; returns server -> base URL (rows without one are skipped)."""
+    redis_url = start_redis(children, tmp, logs / "redis.log")
+    upstream_port = start_upstream(children, logs / "upstream.log")
+    bases = {"upstream": f"http://127.0.0.1:{upstream_port}"}
+    needed = {row.server for row in rows}
+    if "nginx" in needed:
+        if nginx_installed():
+            port = free_port()
+            start_nginx(
+                children,
+                tmp / "nginx",
+                port=port,
+                upstream_port=upstream_port,
+                workers=args.workers,
+                log=not args.no_access_log,
+            )
+            bases["nginx"] = f"http://127.0.0.1:{port}"
+        else:
+            skip(rows, "nginx", "nginx is not installed (apt-get install nginx)")
+    if "aiohttp" in needed:
+        port = free_port()
+        argv = [sys.executable, "-m", "loadtest.proxy", "--port", str(port), "--reuse-port"]
+        argv += ["--upstream", bases["upstream"]]
+        for n in range(args.workers):
+            child = children.spawn(f"aiohttp proxy {n}", argv, log=logs / f"proxy-{n}.log")
+        wait_until(child, lambda: http_ok(f"http://127.0.0.1:{port}/fast"), "serving")
+        bases["aiohttp"] = f"http://127.0.0.1:{port}"
+    if "gateway" in needed:
+        port, admin_port = free_port(), free_port()
+        env = dict(
+            os.environ,
+            GW_PORT=str(port),
+            GW_ADMIN_PORT=str(admin_port),
+            GW_WORKERS=str(args.workers),
+            REDIS_URL=redis_url,
+            UPSTREAM_PORT=str(upstream_port),
+            GW_ACCESS_LOG="false" if args.no_access_log else "true",
+        )
+        rendered = render_config(HERE / "bench.yaml", env)
+        for row in rows:
+            if row.route in rendered.dropped:
+                row.skipped = rendered.dropped[row.route]
+        rendered.write(logs / "gateway.yaml")
+        start_gateway(
+            children,
+            logs / "gateway.yaml",
+            workers=args.workers,
+            env=env,
+            admin_port=admin_port,
+            log=logs / "gateway.log",
+        )
+        bases["gateway"] = f"http://127.0.0.1:{port}"
+        token = create_sessions(redis_url, 1)[0]["id"]
+        for row in rows:
+            if row.key in ("session", "all"):
+                row.headers["Authorization"] = f"Bearer {token}"
+    return bases
+
+
+def skip(rows: list[Row], server: str, why: str) -> None:
+    """Mark every row served by `server` as skipped."""
+    for row in rows:
+        if row.server == server:
+            row.skipped = why
+
+
+def run_rounds(args: argparse.Namespace, rows: list[Row], bases: dict[str, str]) -> None:
+    """Warm every row, then the interleaved rounds: full speed, then the fixed rate."""
+    for row in rows:
+        if not row.skipped:
+            url = bases[row.server] + row.path
+            for _ in range(3):  # a cache row needs its MISS stored first
+                urllib.request.urlopen(urllib.request.Request(url, headers=row.headers)).read()
+            row.skipped = check(row, url)
+    live = [row for row in rows if not row.skipped]
+    for row in live:
+        full_speed(
+            bases[row.server] + row.path,
+            row.headers,
+            duration=1.0,
+            connections=args.connections,
+            threads=args.threads,
+            use_wrk=args.generator == "wrk",
+        )
+    for n in range(1, args.rounds + 1):
+        for row in live:
+            url = bases[row.server] + row.path
+            if why := check(row, url):
+                print(f"  warning: {row.title}: {why}", file=sys.stderr)
+            sample = full_speed(
+                url,
+                row.headers,
+                duration=args.duration,
+                connections=args.connections,
+                threads=args.threads,
+                use_wrk=args.generator == "wrk",
+            )
+            row.throughput.append(sample)
+            print(
+                f"round {n} {row.title:<22} {sample.rps:>9.0f} rps  p50 {sample.p50:6.2f} ms"
+                f"  p99 {sample.p99:6.2f} ms",
+                file=sys.stderr,
+            )
+        for row in live:
+            url = bases[row.server] + row.path
+            sample = at_rate(url, row.headers, rate=args.rate, duration=args.latency_duration)
+            row.latency.append(sample)
+            print(
+                f"round {n} {row.title:<22} @{args.rate:g} rps: p50 {sample.p50:6.2f} ms"
+                f"  p99 {sample.p99:6.2f} ms",
+                file=sys.stderr,
+            )
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; prints and writes the table. Exit 1 when it could not run (or, with
+    --strict, when a target fails)."""
+    args = parse_args(argv)
+    rows = [row for row in make_rows() if row.key in args.keys]
+    logs = HERE / "reports" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
+    logs.mkdir(parents=True, exist_ok=True)
+    interrupt_on_signals()
+    try:
+        with Children() as children, scratch_dir("bench-") as tmp:
+            bases = start_servers(args, rows, children, logs, tmp)
+            for row in rows:
+                if row.skipped:
+                    print(f"{row.title}: skipped: {row.skipped}", file=sys.stderr)
+            run_rounds(args, rows, bases)
+    except KeyboardInterrupt:
+        print(f"interrupted; every child process was stopped. Logs: {logs}", file=sys.stderr)
+        return 130
+    except (StartupError, RuntimeError, ConfigError, OSError) as exc:
+        print(f"bench could not run: {exc}\nlogs: {logs}", file=sys.stderr)
+        return 1
+    text, ok = report(args, rows)
+    print("\n" + text)
+    write_json(logs / "bench.json", {"args": vars(args), "rows": [asdict(row) for row in rows]})
+    if args.output != "-":
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"written to {args.output}; raw samples in {logs}/bench.json", file=sys.stderr)
+    return 1 if args.strict and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
