@@ -14,10 +14,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.errors import HTTPError, UpstreamError
-from gateway.headers import request_id, strip_hop_by_hop
+from gateway.headers import RequestIds, strip_hop_by_hop
 from gateway.http import Request, Response
-from gateway.logs import AccessLog, timestamp
+from gateway.logs import AccessLog
 from gateway.paths import BadPath, normalise, split_target
+from gateway.respond import complete, stream
 from gateway.routing import NotAllowed
 from gateway.runtime import Runtime
 
@@ -51,6 +52,7 @@ class Gateway:
         self.runtime = runtime
         self.access_log = access_log if runtime.loaded.model.access_log else None
         self.metrics = runtime.metrics
+        self.request_id = RequestIds()
 
     def swap(self, runtime: Runtime) -> Runtime:
         """Serve `runtime` from the next request on; returns the one it replaces."""
@@ -58,17 +60,19 @@ class Gateway:
         self.access_log = self.access_log if runtime.loaded.model.access_log else None
         return old
 
-    async def handle(self, raw: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, raw: web.BaseRequest) -> Any:
+        """aiohttp's request handler for the public listener."""
         started = time.perf_counter()
         runtime = self.runtime  # this request finishes on the config it started with
-        rid = request_id(raw.headers.get("X-Request-ID"))
+        incoming = raw.headers
+        rid = self.request_id(incoming.get("X-Request-ID"))
         request: Request | None = None
-        route_name = ""
+        route_name = None
         path = raw.raw_path
         try:
-            path, query = split_target(raw.raw_path)
+            path, query = split_target(path)
             path = normalise(path)
-            host = raw.headers.get("Host", "").lower()
+            host = incoming.get("Host", "").lower()
             match = runtime.router.match(host, path, raw.method)
             if match is None:
                 raise NoRoute()
@@ -76,15 +80,16 @@ class Gateway:
                 raise MethodNotAllowed(headers={"Allow": match.allow})
             route = match
             route_name = route.name
-            if raw.content_length is not None and raw.content_length > route.max_request_body:
+            length = incoming.get("Content-Length")
+            if length is not None and int(length) > route.max_request_body:
                 raise PayloadTooLarge()
-            headers = CIMultiDict(raw.headers)
+            headers = CIMultiDict(incoming)
             strip_hop_by_hop(headers)
             headers["X-Request-ID"] = rid
-            peer = raw.remote or ""
             scheme = raw.scheme
-            client_ip = runtime.forwarding.apply(headers, raw.headers, peer, scheme, host)
-            headers.popall("Expect", None)  # answered by the proxy when it reads the body
+            client_ip = runtime.forwarding.apply(headers, incoming, raw.remote or "", scheme, host)
+            if "Expect" in headers:
+                del headers["Expect"]  # the proxy answers it, when the chain lets the body in
             request = Request(
                 method=raw.method,
                 path=route.rewrite(path),
@@ -108,70 +113,41 @@ class Gateway:
         except Exception:
             log.exception("request %s failed", rid)
             response = _error(HTTPError(), rid)
-        out, sent = await self._send(raw, response, rid)
-        elapsed = time.perf_counter() - started
-        self.metrics.request(route_name, response.status, elapsed)
-        if request is not None and "upstream_ms" in request.log:
-            self.metrics.upstream(request.route.config.upstream, request.log["upstream_ms"] / 1000)
-        if self.access_log is not None:
-            record: dict[str, Any] = {
-                "ts": timestamp(),
-                "request_id": rid,
-                "route": route_name or None,
-                "method": raw.method,
-                "path": path,
-                "status": response.status,
-                "bytes": sent,
-                "duration_ms": round(elapsed * 1000, 2),
-                "upstream_ms": None,
-                "client_ip": request.client_ip if request is not None else raw.remote,
-            }
-            if request is not None:
-                record.update(request.log)
-            self.access_log.write(record)
-        return out
 
-    async def _send(
-        self, raw: web.BaseRequest, response: Response, rid: str
-    ) -> tuple[web.StreamResponse, int]:
+        response.headers["X-Request-ID"] = rid
+        out: Any
         if response.upgrade is not None:
-            return await response.upgrade(raw), 0
-        headers = response.headers
-        headers["X-Request-ID"] = rid
-        stream = response.stream
-        if stream is not None:
-            whole = stream.buffered()
-            if whole is not None:
-                response.body, stream = whole, None
-        if stream is None:
-            return _complete(raw, response, headers), len(response.body)
-        out = web.StreamResponse(status=response.status, headers=headers)
-        if stream.length is not None:
-            out.content_length = stream.length
-        sent = 0
-        try:
-            await out.prepare(raw)
-            async for chunk in stream:
-                await out.write(chunk)
-                sent += len(chunk)
-            await out.write_eof()
-        except (UpstreamError, ConnectionError) as exc:
-            # Mid-body there is no status left to send: close, so the client sees the truncation.
-            stream.close()
-            if raw.transport is not None:
-                raw.transport.close()
-            log.info("request %s: response cut short: %s", rid, type(exc).__name__)
-        return out, sent
+            out, sent = await response.upgrade(raw), 0
+        else:
+            body = response.stream.buffered() if response.stream is not None else None
+            if body is not None:
+                response.body, response.stream = body, None
+            if response.stream is None:
+                out, sent = complete(raw, response)
+            else:
+                out, sent = await stream(raw, response, rid)
 
-
-def _complete(raw: web.BaseRequest, response: Response, headers: CIMultiDict[str]) -> web.Response:
-    """A response whose whole body is in hand (one write with the head)."""
-    if raw.method == "HEAD" or response.status in (204, 304) or response.status < 200:
-        # Keep the upstream's Content-Length (a HEAD answer describes the GET body).
-        out = web.Response(status=response.status, headers=headers)
+        elapsed = time.perf_counter() - started
+        self.metrics.request(route_name or "", response.status, elapsed)
+        upstream_seconds = None
+        if request is not None:
+            upstream_seconds = request.upstream_seconds
+            if upstream_seconds is not None:
+                self.metrics.upstream(request.route.config.upstream, upstream_seconds)
+        if self.access_log is not None:
+            self.access_log.request(
+                rid,
+                route_name,
+                raw.method,
+                path,
+                response.status,
+                sent,
+                elapsed,
+                upstream_seconds,
+                request.client_ip if request is not None else raw.remote,
+                request.log if request is not None else None,
+            )
         return out
-    headers.popall("Content-Length", None)
-    return web.Response(status=response.status, headers=headers, body=response.body)
 
 
 def _error(exc: HTTPError, rid: str) -> Response:

@@ -40,7 +40,7 @@ def _listen(value: str) -> str:
 
 
 def _name(value: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise PydanticCustomError(
             "name", f"invalid name {value!r} (letters, digits, '_', '.', '-'; at most 64)"
         )
@@ -173,7 +173,7 @@ class UpstreamConfig(Model):
 
 
 def _method(value: str) -> str:
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise PydanticCustomError("method", f"invalid method {value!r}")
     return value.upper()
 
@@ -188,7 +188,7 @@ def _path(value: str) -> str:
 
 def _host(value: str) -> str:
     host = value.lower()
-    if not re.match(r"^(\*\.)?[a-z0-9.-]+(:\d+)?$", host):
+    if not re.fullmatch(r"(\*\.)?[a-z0-9.-]+(:\d+)?", host):
         raise PydanticCustomError("host", f"invalid host {value!r}")
     return host
 

@@ -118,7 +118,12 @@ class LocalControl:
             await self.abort()
             return web.json_response({"status": "aborted"})
 
+        async def flush(_: web.Request) -> web.Response:
+            self.runtime.metrics.flush()
+            return web.json_response({"status": "flushed"})
+
         return {
+            "POST /-/internal/flush": flush,
             "POST /-/internal/prepare": prepare,
             "POST /-/internal/commit": commit,
             "POST /-/internal/abort": abort,

@@ -113,8 +113,16 @@ def _valid_ip(value: str) -> bool:
     return True
 
 
-def request_id(incoming: str | None) -> str:
-    """Keep a sane client-sent id (so traces join up), else make one."""
-    if incoming is not None and _REQUEST_ID.match(incoming):
-        return incoming
-    return os.urandom(16).hex()
+class RequestIds:
+    """Makes request ids: a random per-process prefix and a counter (unique, no syscall)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._count = 0
+
+    def __call__(self, incoming: str | None) -> str:
+        """Keep a sane client-sent id (so traces join up), else make one."""
+        if incoming is not None and _REQUEST_ID.fullmatch(incoming):
+            return incoming
+        self._count += 1
+        return f"{self._prefix}{self._count:016x}"

@@ -59,6 +59,7 @@ class Request:
         "request_id",
         "route",
         "scheme",
+        "upstream_seconds",
     )
 
     def __init__(
@@ -89,6 +90,8 @@ class Request:
         self.raw = raw
         self.context: dict[str, Any] = {}
         self.log: dict[str, Any] = {}
+        self.upstream_seconds: float | None = None
+        """Time to the upstream's response head, set by the proxy (access log, metrics)."""
         self._query: CIMultiDictProxy[str] | None = None
 
     @property

@@ -1,13 +1,17 @@
-"""Prometheus metrics, summed over every worker process.
+"""Prometheus metrics, summed over every worker process, cheap on the request path.
 
 Workers run prometheus-client in multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by the
-supervisor before any worker starts); the admin listener collects all of them at once.
-Label children are cached, because `.labels()` on every request is measurable.
+supervisor), whose every `inc()` costs a lock and a `getpid()` system call. So requests only
+add to plain Python numbers here; `flush()` folds them into the real metrics once a second,
+and before every scrape (the supervisor asks each worker to flush first), so a scrape still
+sees every request that was answered before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -31,10 +35,88 @@ LATENCY_BUCKETS = (
     30.0,
 )
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+FLUSH_EVERY = 1.0
+
+
+class CounterChild:
+    """One labelled counter series; `inc()` only adds to a number until the next flush."""
+
+    __slots__ = ("_target", "pending")
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self.pending = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.pending += amount
+
+    def flush(self) -> None:
+        if self.pending:
+            self._target.inc(self.pending)
+            self.pending = 0.0
+
+
+class HistogramChild:
+    """One labelled histogram series, bucketed locally until the next flush."""
+
+    __slots__ = ("_bounds", "_counts", "_sum", "_target")
+
+    def __init__(self, target: Any, bounds: tuple[float, ...]) -> None:
+        self._target = target
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, [0] * len(self._counts)
+        total, self._sum = self._sum, 0.0
+        if not any(counts):
+            return
+        # prometheus-client keeps one value per bucket (non-cumulative) and a sum.
+        buckets = self._target._buckets
+        for index, count in enumerate(counts):
+            if count:
+                buckets[index].inc(count)
+        self._target._sum.inc(total)
+
+
+class Buffered:
+    """A counter or histogram whose series buffer their updates (see the module docstring)."""
+
+    def __init__(self, metric: Any, bounds: tuple[float, ...] | None = None) -> None:
+        self._metric = metric
+        self._bounds = bounds
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            target = self._metric.labels(*values) if values else self._metric
+            child = (
+                CounterChild(target)
+                if self._bounds is None
+                else HistogramChild(target, self._bounds)
+            )
+            self._children[values] = child
+        return child
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.labels().inc(amount)
+
+    def observe(self, value: float) -> None:
+        self.labels().observe(value)
+
+    def flush(self) -> None:
+        for child in self._children.values():
+            child.flush()
 
 
 class Metrics:
-    """The gateway's metrics, plus factories for policies' own (created once per process)."""
+    """The gateway's metrics, plus factories for policies' own (made once per process)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -62,16 +144,16 @@ class Metrics:
         self.reloads = self.counter(
             "gateway_config_reloads_total", "Config reloads by result.", ["result"]
         )
-        self._request_children: dict[tuple[str, int], Any] = {}
-        self._latency_children: dict[str, Any] = {}
-        self._upstream_children: dict[str, Any] = {}
-        self._store_children: dict[str, tuple[Any, Any]] = {}
+        self._requests: dict[tuple[str, int], tuple[CounterChild, HistogramChild]] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
-    def counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
-        """A counter, made once per process however often a config is (re)built."""
+    def counter(self, name: str, documentation: str, labels: list[str]) -> Buffered:
+        """A counter (`.labels(...).inc()`), made once per process however often a config is
+        built; its series are buffered, so cache the children you use per request."""
         made = self._made.get(name)
         if made is None:
-            made = self._made[name] = Counter(name, documentation, labels, registry=self.registry)
+            metric = Counter(name, documentation, labels, registry=self.registry)
+            made = self._made[name] = Buffered(metric)
         return made  # type: ignore[no-any-return]
 
     def histogram(
@@ -80,15 +162,15 @@ class Metrics:
         documentation: str,
         labels: list[str],
         buckets: tuple[float, ...] = LATENCY_BUCKETS,
-    ) -> Histogram:
+    ) -> Buffered:
         made = self._made.get(name)
         if made is None:
-            made = self._made[name] = Histogram(
-                name, documentation, labels, buckets=buckets, registry=self.registry
-            )
+            metric = Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
+            made = self._made[name] = Buffered(metric, tuple(buckets))
         return made  # type: ignore[no-any-return]
 
     def gauge(self, name: str, documentation: str, labels: list[str], mode: str = "max") -> Gauge:
+        """A gauge, written through at once (for rare changes such as a breaker's state)."""
         made = self._made.get(name)
         if made is None:
             made = self._made[name] = Gauge(
@@ -97,36 +179,48 @@ class Metrics:
         return made  # type: ignore[no-any-return]
 
     def request(self, route: str, status: int, seconds: float) -> None:
-        child = self._request_children.get((route, status))
-        if child is None:
-            child = self._request_children[(route, status)] = self.requests.labels(
-                route, str(status)
+        children = self._requests.get((route, status))
+        if children is None:
+            children = self._requests[(route, status)] = (
+                self.requests.labels(route, str(status)),
+                self.latency.labels(route),
             )
-        child.inc()
-        latency = self._latency_children.get(route)
-        if latency is None:
-            latency = self._latency_children[route] = self.latency.labels(route)
-        latency.observe(seconds)
+        children[0].pending += 1
+        children[1].observe(seconds)
 
     def upstream(self, name: str, seconds: float) -> None:
-        child = self._upstream_children.get(name)
-        if child is None:
-            child = self._upstream_children[name] = self.upstream_latency.labels(name)
-        child.observe(seconds)
+        self.upstream_latency.labels(name).observe(seconds)
 
     def store_call(self, op: str, seconds: float, failed: bool) -> None:
-        children = self._store_children.get(op)
-        if children is None:
-            children = self._store_children[op] = (
-                self.store_latency.labels(op),
-                self.store_errors.labels(op),
-            )
-        children[0].observe(seconds)
+        self.store_latency.labels(op).observe(seconds)
         if failed:
-            children[1].inc()
+            self.store_errors.labels(op).inc()
+
+    def flush(self) -> None:
+        """Fold buffered updates into the exported metrics."""
+        for made in self._made.values():
+            if isinstance(made, Buffered):
+                made.flush()
+
+    def start(self) -> None:
+        """Flush once a second from now on (workers)."""
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            self.flush()
+
+    def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        self.flush()
 
     def exposition(self) -> bytes:
-        """The text format: every worker's values when in multiprocess mode, else this process's."""
+        """The text format: every worker's values in multiprocess mode, else this process's."""
+        self.flush()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)

@@ -48,7 +48,7 @@ class Proxy:
         self.pass_host = upstream.config.pass_host
 
     async def __call__(self, request: Request) -> Response:
-        last: UpstreamError = UpstreamError()
+        last: UpstreamError | None = None
         for target in self.upstream.candidates():
             conn = target.pooled()
             if conn is None:
@@ -61,7 +61,7 @@ class Proxy:
                     last = UpstreamError()
                     continue
             return await self._exchange(request, target, conn)
-        raise last
+        raise last or UpstreamError()
 
     async def _exchange(
         self, request: Request, target: Target, conn: UpstreamConnection
@@ -83,7 +83,7 @@ class Proxy:
             except OSError:
                 raise UpstreamError() from None
             answer = await self._send(request, conn, head)
-        request.log["upstream_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        request.upstream_seconds = time.perf_counter() - started
         return self._response(answer)
 
     def _head(self, request: Request, target: Target) -> bytes:
@@ -114,45 +114,28 @@ class Proxy:
         if body is None or isinstance(body, bytes):
             if body:
                 conn.write(body)
-            conn.request_done()
+            conn.request_done()  # arms the read timeout
             try:
-                async with asyncio.timeout(self.read_timeout):
-                    return await pending
-            except TimeoutError:
-                conn.abort()
-                raise UpstreamTimeout() from None
+                return await pending
             except BaseException:
                 conn.abort()
                 raise
         chunked = "Content-Length" not in request.headers
         sender = asyncio.ensure_future(self._stream_body(conn, body, chunked, request))
         try:
-            return await self._await_head(pending, sender)
+            done, _ = await asyncio.wait((pending, sender), return_when=asyncio.FIRST_COMPLETED)
+            if sender in done:
+                sender.result()  # raises what ended the upload early (413, 408, client gone)
+            else:
+                sender.add_done_callback(_retrieve)  # the upstream answered before the end
+            # The read timeout runs from the end of the upload (armed by request_done), so a
+            # slow client's long upload is bounded by the body timeout, not taken for a
+            # silent upstream.
+            return await pending
         except BaseException:
             sender.cancel()
             conn.abort()
             raise
-
-    async def _await_head(
-        self, pending: asyncio.Future[ResponseHead], sender: asyncio.Future[None]
-    ) -> ResponseHead:
-        # The read timeout runs from the end of the upload: a slow client's long upload is
-        # bounded by the body timeout, not mistaken for a silent upstream.
-        while True:
-            done, _ = await asyncio.wait(
-                (pending, sender), timeout=self.read_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if pending in done:
-                if not sender.done():
-                    sender.add_done_callback(_retrieve)
-                return pending.result()
-            if sender in done:
-                sender.result()  # raises what ended the upload early (413, 408, client gone)
-                try:
-                    async with asyncio.timeout(self.read_timeout):
-                        return await pending
-                except TimeoutError:
-                    raise UpstreamTimeout() from None
 
     async def _stream_body(
         self, conn: UpstreamConnection, body: StreamReader, chunked: bool, request: Request

@@ -319,6 +319,13 @@ class SupervisorControl:
         return body["routes"] if status == 200 else []
 
     async def metrics(self) -> bytes:
+        # Workers buffer metric updates; have them fold in what they hold, so a scrape sees
+        # every request answered before it.
+        await asyncio.gather(
+            *(w.call("POST", "/-/internal/flush", timeout=5) for w in self.supervisor.workers
+              if w.alive),
+            return_exceptions=True,
+        )
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.supervisor.metrics_dir)
         return generate_latest(registry) + generate_latest(self.supervisor.registry_metrics)

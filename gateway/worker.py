@@ -43,6 +43,7 @@ class WorkerProcess:
         gateway = Gateway(runtime, AccessLog(text=self.text_log))
         control = LocalControl(gateway, self.registry)
         await runtime.start()
+        metrics.start()
         server = public_server(gateway, model)
         listener = await serve(server, listening_socket(model.listen, reuse_port=True))
         app = admin_app(control, self.registry, extra_routes=control.internal_routes())
@@ -57,6 +58,7 @@ class WorkerProcess:
         await control_runner.cleanup()
         await gateway.runtime.stop()
         await store.close()
+        metrics.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,6 +144,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
         self._reading_paused = False
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -162,6 +163,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._cancel_timer()
         if self._head is not None and not self._head.done():
             self._head.set_exception(ConnectionLost(answered=self._got_bytes))
         if self._body is not None:
@@ -192,6 +194,7 @@ class UpstreamConnection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if status < 200 and status != 101:
             return  # interim response (100 Continue, 103 Early Hints): wait for the final one
+        self._cancel_timer()
         self._keep_alive = self._parser.should_keep_alive()
         length = None
         if not self._head_only:
@@ -227,7 +230,8 @@ class UpstreamConnection(asyncio.Protocol):
     def start(
         self, head: bytes, *, head_only: bool, read_timeout: float
     ) -> asyncio.Future[ResponseHead]:
-        """Send a request head; the future resolves with the response head."""
+        """Send a request head; the future resolves with the response head, or fails with
+        `UpstreamTimeout` when none came `read_timeout` after the request was fully sent."""
         loop = asyncio.get_running_loop()
         self.used += 1
         self._head = loop.create_future()
@@ -255,9 +259,28 @@ class UpstreamConnection(asyncio.Protocol):
                 self._drain = None
 
     def request_done(self) -> None:
-        """The whole request (head and body) has been written."""
+        """The whole request (head and body) has been written: the read timeout starts."""
         self._request_sent = True
+        head = self._head
+        if head is not None and not head.done():
+            # One timer handle instead of an asyncio.timeout() block per request: this is
+            # the hot path.
+            self._timer = asyncio.get_running_loop().call_later(
+                self._read_timeout, self._read_timed_out
+            )
         self._maybe_reusable()
+
+    def _read_timed_out(self) -> None:
+        self._timer = None
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(UpstreamTimeout())
+        self.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _maybe_reusable(self) -> None:
         if self._request_sent and self._response_done and not self.closed:
@@ -286,6 +309,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Give up on the current exchange (timeout, client gone) and close."""
+        self._cancel_timer()
         head, self._head = self._head, None
         if head is not None and not head.done():
             head.cancel()
