@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test install redis-server lint loadtest bench soak clean
+.PHONY: demo test install redis-server lint readme loadtest bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: install
 
 test: install redis-server lint
 	$(BIN)/pytest
+
+# The README's config reference is generated from the config models (a test checks it).
+readme: install
+	$(BIN)/python -c "from gateway.schema import update_readme; update_readme('README.md')"
 
 demo: install
 	$(BIN)/python -m demo.run

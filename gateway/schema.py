@@ -17,7 +17,7 @@ from pydantic_core import PydanticUndefined
 
 from gateway.config import GatewayConfig
 from gateway.registry import Registry
-from gateway.units import Duration, Rate, Size
+from gateway.units import Duration, Rate, Size, parse_duration, parse_rate, parse_size
 
 
 def config_schema(registry: Registry) -> dict[str, Any]:
@@ -70,6 +70,11 @@ def _rows(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         nested = _nested_model(field.annotation)
+        unit = _unit(field)
+        if unit is not None:
+            meaning = (field.description or "").replace("|", "\\|")
+            lines.append(f"| `{key}` | {unit} | {_default(field, unit)} | {meaning} |")
+            continue
         meaning = (field.description or "").replace("|", "\\|")
         lines.append(
             f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {meaning} |"
@@ -79,7 +84,32 @@ def _rows(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
             _rows(nested, key + suffix, lines)
 
 
-def _default(field: FieldInfo) -> str:
+def _unit(field: FieldInfo) -> str | None:
+    """`duration`/`size`/`rate` for fields whose Annotated metadata pydantic moved aside."""
+    parsers = {parse_duration: "duration", parse_size: "size", parse_rate: "rate"}
+    for item in field.metadata:
+        unit = parsers.get(getattr(item, "func", None))  # type: ignore[call-overload]
+        if unit is not None:
+            return unit
+    return None
+
+
+def _human(value: Any, unit: str | None) -> str:
+    if unit == "duration" and isinstance(value, int | float):
+        if value and value < 1:
+            return f"{value * 1000:g}ms"
+        for size, suffix in ((86400, "d"), (3600, "h"), (60, "m")):
+            if value >= size and value % size == 0:
+                return f"{value / size:g}{suffix}"
+        return f"{value:g}s"
+    if unit == "size" and isinstance(value, int):
+        for size, suffix in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+            if value >= size and value % size == 0:
+                return f"{value // size}{suffix}"
+    return json.dumps(value, default=str)
+
+
+def _default(field: FieldInfo, unit: str | None = None) -> str:
     if field.is_required():
         return "required"
     if field.default_factory is not None:
@@ -90,7 +120,7 @@ def _default(field: FieldInfo) -> str:
     value = field.default
     if value is PydanticUndefined:
         return ""
-    return f"`{json.dumps(value, default=str)}`"
+    return f"`{_human(value, unit)}`"
 
 
 _UNITS = {"duration": Duration, "size": Size, "rate": Rate}
@@ -141,5 +171,35 @@ def _type_name(annotation: Any) -> str:
         elif isinstance(option, type) and issubclass(option, BaseModel):
             names.append("mapping")
         else:
-            names.append(getattr(option, "__name__", str(option)).lower())
+            name = getattr(option, "__name__", str(option))
+            names.append(_FRIENDLY.get(name, name.lower()))
     return " or ".join(dict.fromkeys(names)) or "any"
+
+
+_FRIENDLY = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "SecretStr": "string (secret)",
+    "IPv4Network": "address or network",
+    "IPv6Network": "address or network",
+    "RequestKey": "key",
+}
+
+
+START, END = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
+
+
+def update_readme(path: str, registry: Registry | None = None) -> bool:
+    """Rewrite the config reference between the README's markers; True when it changed."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    start = text.index(START) + len(START)
+    end = text.index(END)
+    fresh = text[:start] + reference_markdown(registry or Registry.discover()) + text[end:]
+    if fresh == text:
+        return False
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(fresh)
+    return True

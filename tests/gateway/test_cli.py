@@ -1,0 +1,113 @@
+"""`gateway check` and `gateway schema` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.registry import Registry
+from gateway.schema import config_schema, reference_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_check_prints_the_route_table_and_shadow_warnings(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        """\
+upstreams:
+  backend: {targets: ["http://127.0.0.1:9000"]}
+routes:
+  - name: all
+    match: {path: /api}
+    upstream: backend
+    policies: [{rate_limit: {algorithm: token_bucket, rate: 10/s, burst: 20}}]
+  - name: items
+    match: {path: /api/items, methods: [GET]}
+    upstream: backend
+    strip_prefix: /api
+"""
+    )
+    result = gateway("check", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{config}: valid, 2 routes"
+    assert lines[1] == "  all: /api any method any host"
+    assert lines[2] == "      upstream backend http://127.0.0.1:9000"
+    assert lines[3].startswith("      chain    rate_limit")
+    assert lines[4] == "  items: /api/items GET any host (strip /api)"
+    assert lines[-1] == (
+        "warning: route 'items' (line 8) is shadowed by route 'all' (line 4): it can never match"
+    )
+
+
+def test_check_names_file_line_and_key_path_and_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        """\
+upstreams:
+  backend: {targets: ["http://127.0.0.1:9000"]}
+routes:
+  - name: api
+    upstream: backend
+    policies:
+      - rate_limit:
+          algorithm: sliding_window
+          limit: 10
+          window: ten seconds
+"""
+    )
+    result = gateway("check", "-c", str(config))
+    assert result.returncode == 2
+    assert (
+        f"{config}:10: routes[0].policies[0].rate_limit.window: invalid duration 'ten seconds'"
+        in result.stderr.splitlines()
+    )
+    assert result.stdout == ""
+
+
+def test_check_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = gateway("check", "-c", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory" in result.stderr
+
+
+def test_run_refuses_a_bad_config_and_starts_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("routes: 5\n")
+    result = gateway("run", "-c", str(config))
+    assert result.returncode == 2
+    assert "nothing started" in result.stderr
+
+
+def test_schema_is_json_schema_with_every_policy() -> None:
+    result = gateway("schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    variants = schema["$defs"]["PolicyDeclaration"]["oneOf"]
+    assert {next(iter(v["properties"])) for v in variants} >= {"rate_limit", "session"}
+    assert schema == json.loads(json.dumps(config_schema(Registry.discover())))
+
+
+def test_example_config_is_valid() -> None:
+    result = gateway("check", "-c", "config.example.yaml")
+    assert result.returncode == 0, result.stderr
+
+
+def test_readme_config_reference_matches_the_models() -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- config-reference:start -->\n") + len("<!-- config-reference:start -->\n")
+    end = readme.index("<!-- config-reference:end -->")
+    if readme[start:end] != reference_markdown(Registry.discover()):
+        pytest.fail("README's config reference is stale: run `make readme`")
