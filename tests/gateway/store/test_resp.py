@@ -1,0 +1,94 @@
+"""The lean pipelined Redis client against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from gateway.errors import StoreUnavailable
+from gateway.store.resp import ReplyError, RespClient
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture
+async def client(redis_url: str, redis_server: RedisServer) -> RespClient:
+    resp = RespClient("127.0.0.1", redis_server.port, timeout=1.0)
+    yield resp  # type: ignore[misc]
+    await resp.close()
+
+
+async def test_commands_and_replies(client: RespClient) -> None:
+    assert await client.execute("SET", "k", b"v\x00\xff") == b"OK"
+    assert await client.execute("GET", "k") == b"v\x00\xff"
+    assert await client.execute("GET", "missing") is None
+    assert await client.execute("HSET", "h", "a", 1, "b", 2.5) == 2
+    assert await client.execute("HMGET", "h", "a", "b", "c") == [b"1", b"2.5", None]
+
+
+async def test_error_replies_leave_the_connection_usable(client: RespClient) -> None:
+    with pytest.raises(ReplyError) as caught:
+        await client.execute("EVALSHA", "0" * 40, 0)
+    assert caught.value.code == "NOSCRIPT"
+    assert await client.execute("PING") == b"PONG"
+
+
+async def test_concurrent_commands_share_one_round_trip(
+    client: RespClient, redis_server: RedisServer
+) -> None:
+    await client.execute("PING")  # connect
+    before = int(redis_server.cli("INFO", "stats").split("total_commands_processed:")[1].split()[0])
+    results = await asyncio.gather(*(client.execute("INCR", "counter") for _ in range(500)))
+    assert sorted(results) == list(range(1, 501))
+    after = int(redis_server.cli("INFO", "stats").split("total_commands_processed:")[1].split()[0])
+    assert after - before == 501  # 500 INCR + our INFO; nothing lost, nothing doubled
+
+
+async def test_a_stalled_server_fails_calls_within_the_timeout(redis_server: RedisServer) -> None:
+    client = RespClient("127.0.0.1", redis_server.port, timeout=0.2)
+    await client.execute("PING")
+    redis_server.cli("CLIENT", "PAUSE", "1000", "ALL")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await client.execute("GET", "x")
+    assert time.monotonic() - started < 0.6
+    await client.close()
+
+
+async def test_unreachable_server_is_store_unavailable() -> None:
+    client = RespClient("127.0.0.1", free_port(), timeout=0.2)
+    with pytest.raises(StoreUnavailable):
+        await client.execute("PING")
+    await client.close()
+
+
+async def test_reconnects_after_the_server_comes_back() -> None:
+    server = RedisServer().start()
+    client = RespClient("127.0.0.1", server.port, timeout=0.5)
+    try:
+        assert await client.execute("PING") == b"PONG"
+        server.kill()
+        with pytest.raises(StoreUnavailable):
+            await client.execute("PING")
+        server.start()  # same port
+        assert await client.execute("PING") == b"PONG"
+    finally:
+        await client.close()
+        server.cleanup()
+
+
+async def test_auth_and_database_selection() -> None:
+    server = RedisServer(extra=["--requirepass", "s3cret"]).start()
+    try:
+        denied = RespClient("127.0.0.1", server.port, timeout=0.5)
+        with pytest.raises(ReplyError):
+            await denied.execute("PING")
+        await denied.close()
+        client = RespClient("127.0.0.1", server.port, timeout=0.5, password="s3cret", db=3)
+        assert await client.execute("SET", "k", "v") == b"OK"
+        assert server.cli("-a", "s3cret", "-n", "3", "GET", "k").endswith("v")
+        await client.close()
+    finally:
+        server.cleanup()
