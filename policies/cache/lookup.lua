@@ -1,0 +1,34 @@
+-- One hit, one round trip: the URI's Vary names, the variant's entry and its store metadata.
+-- On a miss, optionally take the fill lock (request collapsing) in the same call.
+-- KEYS: entry hash, lock of the expected variant, lock of the URI, pass marker
+-- ARGV: expected vary names, variant id, take lock ("1"/"0"), lock token, lock ttl (ms)
+-- Returns {now_ms, vary|nil, entry|nil, meta|nil, state, lock_pttl}; state is
+-- H (entry found), M (Vary differs from the expected: retry), N (miss, no lock asked),
+-- P (miss, recently not storable: go upstream alone), L (miss, lock taken), W (miss, locked).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local vary = redis.call('HGET', KEYS[1], 'vary')
+if vary and vary ~= ARGV[1] then
+  return {now, vary, false, false, 'M', 0}
+end
+if vary then
+  local got = redis.call('HMGET', KEYS[1], 'e:' .. ARGV[2], 'm:' .. ARGV[2])
+  if got[1] then
+    return {now, vary, got[1], got[2], 'H', 0}
+  end
+end
+if ARGV[3] ~= '1' then
+  return {now, vary, false, false, 'N', 0}
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return {now, vary, false, false, 'P', 0}
+end
+-- Without a stored Vary nobody knows the variant yet: every filler shares the URI's lock.
+local lock = KEYS[3]
+if vary then
+  lock = KEYS[2]
+end
+if redis.call('SET', lock, ARGV[4], 'NX', 'PX', ARGV[5]) then
+  return {now, vary, false, false, 'L', 0}
+end
+return {now, vary, false, false, 'W', redis.call('PTTL', lock)}

@@ -1,0 +1,426 @@
+"""The `cache` policy: an RFC 9111 shared cache in the store, shared by every gateway.
+
+A GET or HEAD is looked up in one store call (or the near cache). Then:
+- fresh (or stale within the client's max-stale): answered from the entry, `HIT` (`STALE`);
+- stale within stale-while-revalidate: answered at once, `STALE`, and refreshed in the
+  background by one gateway cluster-wide (lock in the store, checked against the copy seen);
+- stale otherwise, or `no-cache`: revalidated with the stored validators, collapsed like a
+  miss; a 304 refreshes the stored headers, `EXPIRED`; an upstream failure inside
+  stale-if-error is answered with the stale copy, `STALE`;
+- missing: the lookup took the fill lock (`MISS`, one upstream request) or someone else
+  holds it: wait for their event (bounded by the upstream's timeouts), then serve what they
+  stored (`HIT`), or go upstream if it was not storable.
+Other methods pass (`BYPASS`); a successful unsafe one invalidates its URIs. A store failure
+makes the policy step aside (`BYPASS`), never an error of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from gateway.errors import HTTPError, StoreUnavailable, UpstreamError
+from gateway.http import Handler, Request, Response
+from gateway.policy import AdminEndpoint, Policy, PolicyContext
+from policies.cache.config import CacheOptions
+from policies.cache.entry import CorruptEntry, Entry
+from policies.cache.events import events_for
+from policies.cache.freshness import (
+    NO_VARIANT,
+    Use,
+    current_age,
+    on_error,
+    request_directives,
+    usable,
+    variant_id,
+    while_revalidating,
+)
+from policies.cache.invalidation import invalidate_after_write, purge
+from policies.cache.near import NearCache, VaryHints
+from policies.cache.request import (
+    Pending,
+    Probe,
+    carries_credentials,
+    credential_probes,
+    session_part,
+    validating,
+)
+from policies.cache.serve import from_entry
+from policies.cache.store import CacheStore, Lookup, normalise_query, uri_key
+from policies.cache.writer import PASS_MS, Writer
+
+log = logging.getLogger("policies.cache")
+
+HIT, MISS, STALE, BYPASS, EXPIRED = "HIT", "MISS", "STALE", "BYPASS", "EXPIRED"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PROPFIND", "REPORT", "SEARCH"})
+_MAX_ROUNDS = 4
+
+
+class OnlyIfCached(HTTPError):
+    """`Cache-Control: only-if-cached` and nothing usable stored (RFC 9111 5.2.1.7)."""
+
+    status = 504
+    code = "not_cached"
+
+
+class Cache(Policy):
+    """A shared HTTP cache for the route (see docs/policies/cache.md)."""
+
+    Options = CacheOptions
+    admin_endpoints: ClassVar[Mapping[str, AdminEndpoint]] = {"POST /-/cache/purge": purge}
+
+    def __init__(self, options: CacheOptions, context: PolicyContext) -> None:
+        super().__init__(options, context)
+        self.options: CacheOptions = options
+        store = context.store
+        self.cache = CacheStore(store)
+        self.events = events_for(store)
+        self.near = (
+            NearCache(options.near_cache) if store.shared and options.near_cache > 0 else None
+        )
+        self.hints = VaryHints()
+        self.writer = Writer(
+            cache=self.cache,
+            events=self.events,
+            near=self.near,
+            hints=self.hints,
+            options=options,
+            scope=context.scope,
+        )
+        self._offset = 0.0  # store clock minus this process's clock, seconds
+        self._refreshing: set[tuple[str, str]] = set()
+        self._probes: dict[str, tuple[Probe, ...]] = {}
+        self._results = context.metrics.counter(
+            "gateway_cache_results_total",
+            "Cache policy answers by route and result.",
+            ["route", "result"],
+        )
+        self._children: dict[tuple[str, str], Any] = {}
+
+    async def start(self) -> None:
+        await self.events.attach(self._forget)
+
+    async def stop(self) -> None:
+        self.events.detach(self._forget)
+
+    def _forget(self, tag: str | None) -> None:
+        if self.near is not None:
+            self.near.drop(tag)
+
+    def describe(self) -> str:
+        o = self.options
+        return (
+            f"{self.context.name} ttl={o.ttl:g}s swr={o.stale_while_revalidate:g}s "
+            f"sie={o.stale_if_error:g}s max_body={o.max_body}"
+        )
+
+    # -- dispatch ----------------------------------------------------------------------------
+    async def __call__(self, request: Request, call_next: Handler) -> Response:
+        method = request.method
+        if method == "GET" or method == "HEAD":
+            return await self._read(request, call_next)
+        response = await call_next(request)
+        if method not in SAFE_METHODS and 200 <= response.status < 400:
+            await invalidate_after_write(self, request, response)
+        return self._done(request, response, BYPASS)
+
+    async def _read(self, request: Request, call_next: Handler) -> Response:
+        cc = request_directives(request.headers.getall("Cache-Control", []))
+        if cc.no_store:
+            return await self._bypass(request, call_next)
+        session = session_part(request, self.options.vary_session, self._credentialed(request))
+        if session is None:
+            return await self._bypass(request, call_next)
+        route = request.route
+        uri = uri_key(
+            self.context.scope,
+            route.name,
+            request.host,
+            request.path,
+            normalise_query(request.query_string),
+            session,
+        )
+        timeouts = route.upstream.config.timeouts
+        wait = timeouts.connect + timeouts.read
+        p = Pending(request, call_next, cc, uri, session, int(wait * 1000) + 1000, wait)
+        p.vary = self.hints.get(uri.tag)
+        p.variant = variant_id(p.vary.split(","), request.headers) if p.vary else NO_VARIANT
+        if self.near is not None and self.events.subscribed:
+            entry = self.near.get(uri.tag, p.variant)
+            if entry is not None:
+                now = time.time() + self._offset
+                age = current_age(entry.initial_age, entry.stored_at, now)
+                if usable(age, entry.freshness, cc) is Use.FRESH:
+                    return self._served(p, entry, age, HIT, now)
+        try:
+            mark = self.events.mark()
+            found = await self._lookup(p, lock=not p.shaped and request.method == "GET")
+            return await self._found(p, found, mark)
+        except StoreUnavailable as exc:
+            # Raised only before the upstream was asked: every write after it is guarded.
+            log.debug("cache lookup failed, bypassing: %s", exc)
+            return await self._bypass(request, call_next)
+
+    async def _lookup(self, p: Pending, *, lock: bool) -> Lookup:
+        found = await self.cache.lookup(
+            p.uri, p.vary, p.variant, lock=lock, token=p.token, lock_ms=p.lock_ms
+        )
+        if found.state == "M" and found.vary is not None:
+            # The URI varies on other headers than this process believed: ask again.
+            p.vary = found.vary
+            p.variant = self._variant(found.vary, p.request)
+            found = await self.cache.lookup(
+                p.uri, p.vary, p.variant, lock=lock, token=p.token, lock_ms=p.lock_ms
+            )
+        self._offset = found.now_ms / 1000 - time.time()
+        p.started_ms = found.now_ms
+        if found.vary is not None:
+            self.hints.put(p.uri.tag, found.vary)
+        return found
+
+    async def _found(self, p: Pending, found: Lookup, mark: int) -> Response:
+        if found.blob is not None:
+            try:
+                entry = Entry.decode(found.blob, found.stored_ms / 1000)
+            except CorruptEntry:
+                log.warning("unreadable cache entry; fetching it again")
+                return await self._pass(p)
+            return await self._use(p, entry, found.now_ms / 1000, mark)
+        if p.cc.only_if_cached:
+            raise OnlyIfCached()
+        if found.state == "L":
+            return await self._fill(p, p.uri.lock(p.variant if found.vary is not None else "-"))
+        if found.state == "W":
+            return await self._follow(p)
+        if found.state == "P" or found.state == "N" or found.state == "M":
+            return await self._pass(p)
+        raise StoreUnavailable(f"unexpected lookup state {found.state!r}")
+
+    async def _use(self, p: Pending, entry: Entry, now: float, mark: int) -> Response:
+        age = current_age(entry.initial_age, entry.stored_at, now)
+        use = usable(age, entry.freshness, p.cc)
+        if use is Use.FRESH:
+            if self.near is not None and self.events.unchanged_since(p.uri.tag, mark):
+                self.near.put(p.uri.tag, p.variant, entry)
+            return self._served(p, entry, age, HIT, now)
+        if use is Use.STALE:
+            return self._served(p, entry, age, STALE, now)
+        if p.cc.only_if_cached:
+            raise OnlyIfCached()
+        if "Range" not in p.request.headers and while_revalidating(age, entry.freshness, p.cc):
+            self._refresh_later(p, entry)
+            return self._served(p, entry, age, STALE, now)
+        return await self._revalidate(p, entry, age)
+
+    # -- upstream ----------------------------------------------------------------------------
+    async def _fill(self, p: Pending, lock_key: str) -> Response:
+        """The one request that fills a missing entry; waiters learn the outcome by event."""
+        released = False
+        try:
+            request_time = time.time()
+            response = await p.call_next(p.request)
+            reason = await self.writer.keep(p, response, lock_key, request_time, time.time())
+            if reason is not None:
+                log.debug("not stored: %s", reason)
+                pass_ms = PASS_MS if response.status < 500 else 0
+                await self.writer.release(p, lock_key, pass_ms=pass_ms)
+            released = True
+            return self._done(p.request, response, MISS)
+        finally:
+            if not released:
+                # Upstream error, or the client left: followers must not wait for the lock.
+                self.context.background.spawn(self.writer.release(p, lock_key), name="cache")
+
+    async def _follow(self, p: Pending) -> Response:
+        """Wait for the lock holder's event (no polling), then serve what it stored."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + p.wait_s
+        while True:
+            waiter = self.events.waiter(p.uri.tag)
+            try:
+                # Looked up again only now that the waiter is registered: an event between
+                # the first lookup and the registration cannot be missed.
+                mark = self.events.mark()
+                found = await self._lookup(p, lock=True)
+                if found.blob is not None or found.state != "W":
+                    return await self._found(p, found, mark)
+                left = deadline - loop.time()
+                if left <= 0:
+                    return await self._pass(p)
+                wait = min(left, max(found.lock_pttl, 10) / 1000 + 0.01)
+                try:
+                    kind = await asyncio.wait_for(asyncio.shield(waiter), wait)
+                except TimeoutError:
+                    kind = ""
+            finally:
+                self.events.forget(p.uri.tag, waiter)
+            if kind == "r":
+                return await self._pass(p)
+
+    async def _pass(self, p: Pending) -> Response:
+        """Upstream without the lock (conditional, ranged, known unstorable, or given up
+        waiting); still stored if it may be."""
+        request_time = time.time()
+        response = await p.call_next(p.request)
+        await self.writer.keep(p, response, p.uri.lock("-"), request_time, time.time())
+        return self._done(p.request, response, MISS)
+
+    async def _revalidate(self, p: Pending, entry: Entry, age: float) -> Response:
+        request = p.request
+        if request.method == "HEAD" or "Range" in request.headers:
+            # Written through: the answer to this request cannot refresh the stored one.
+            return await self._through(p, entry, age)
+        stored_ms = round(entry.stored_at * 1000)
+        state, pttl = await self.cache.refresh_lock(p.uri, p.variant, stored_ms, p.token, p.lock_ms)
+        if state != "L":
+            p.rounds += 1
+            if p.rounds > _MAX_ROUNDS:
+                return await self._through(p, entry, age)
+            if state == "W":
+                waiter = self.events.waiter(p.uri.tag)
+                try:
+                    await asyncio.wait_for(waiter, min(p.wait_s, max(pttl, 10) / 1000 + 0.01))
+                except TimeoutError:
+                    pass
+                finally:
+                    self.events.forget(p.uri.tag, waiter)
+            mark = self.events.mark()
+            return await self._found(p, await self._lookup(p, lock=True), mark)
+        lock_key = p.uri.lock(p.variant)
+        released = False
+        try:
+            request_time = time.time()
+            try:
+                with validating(request, entry):
+                    response = await p.call_next(request)
+            except UpstreamError:
+                if on_error(age, entry.freshness, p.cc):
+                    await self.writer.release(p, lock_key)
+                    released = True
+                    return self._served(p, entry, age, STALE, time.time() + self._offset)
+                raise
+            response_time = time.time()
+            if response.status == 304:
+                response.close()
+                fresh = await self.writer.freshen(
+                    p, entry, response.headers, lock_key, request_time, response_time
+                )
+                released = True
+                now = fresh.stored_at if fresh.stored_at else time.time() + self._offset
+                age = current_age(fresh.initial_age, fresh.stored_at or now, now)
+                return self._served(p, fresh, age, EXPIRED, now)
+            if response.status >= 500 and on_error(age, entry.freshness, p.cc):
+                response.close()
+                await self.writer.release(p, lock_key)
+                released = True
+                return self._served(p, entry, age, STALE, time.time() + self._offset)
+            reason = await self.writer.keep(p, response, lock_key, request_time, response_time)
+            if reason is not None:
+                await self.writer.release(p, lock_key)
+            released = True
+            return self._done(request, response, EXPIRED)
+        finally:
+            if not released:
+                self.context.background.spawn(self.writer.release(p, lock_key), name="cache")
+
+    async def _through(self, p: Pending, entry: Entry, age: float) -> Response:
+        try:
+            response = await p.call_next(p.request)
+        except UpstreamError:
+            if on_error(age, entry.freshness, p.cc):
+                return self._served(p, entry, age, STALE, time.time() + self._offset)
+            raise
+        if response.status >= 500 and on_error(age, entry.freshness, p.cc):
+            response.close()
+            return self._served(p, entry, age, STALE, time.time() + self._offset)
+        return self._done(p.request, response, EXPIRED)
+
+    def _refresh_later(self, p: Pending, entry: Entry) -> None:
+        """stale-while-revalidate: one background refresh per process (and, through the
+        store lock, per cluster)."""
+        key = (p.uri.tag, p.variant)
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+        copy = p.request.copy()
+        copy.method = "GET"
+        background = Pending(
+            copy,
+            p.call_next,
+            p.cc,
+            p.uri,
+            p.session,
+            p.lock_ms,
+            p.wait_s,
+            p.vary,
+            p.variant,
+            p.started_ms,
+        )
+        task = self.context.background.spawn(self._refresh(background, entry), name="cache")
+        task.add_done_callback(lambda _: self._refreshing.discard(key))
+
+    async def _refresh(self, p: Pending, entry: Entry) -> None:
+        try:
+            stored_ms = round(entry.stored_at * 1000)
+            state, _ = await self.cache.refresh_lock(
+                p.uri, p.variant, stored_ms, p.token, p.lock_ms
+            )
+            if state != "L":
+                return
+            lock_key = p.uri.lock(p.variant)
+            request_time = time.time()
+            try:
+                with validating(p.request, entry):
+                    response = await p.call_next(p.request)
+            except HTTPError:
+                await self.writer.release(p, lock_key)
+                return
+            response_time = time.time()
+            if response.status == 304:
+                response.close()
+                await self.writer.freshen(
+                    p, entry, response.headers, lock_key, request_time, response_time
+                )
+                return
+            reason: str | None = "upstream error"
+            if response.status < 500:
+                reason = await self.writer.keep(p, response, lock_key, request_time, response_time)
+            if reason is not None:
+                response.close()
+                await self.writer.release(p, lock_key)
+        except (StoreUnavailable, UpstreamError) as exc:
+            log.info("background cache refresh failed: %s", exc)
+
+    # -- answers -----------------------------------------------------------------------------
+    async def _bypass(self, request: Request, call_next: Handler) -> Response:
+        return self._done(request, await call_next(request), BYPASS)
+
+    def _served(self, p: Pending, entry: Entry, age: float, result: str, now: float) -> Response:
+        return self._done(
+            p.request, from_entry(p.request, entry, age=age, result=result, now=now), result
+        )
+
+    def _done(self, request: Request, response: Response, result: str) -> Response:
+        response.headers["X-Cache"] = result
+        request.log["cache"] = result
+        key = (request.route.name, result)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._results.labels(*key)
+        child.inc()
+        return response
+
+    # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _variant(vary: str, request: Request) -> str:
+        return variant_id(vary.split(","), request.headers) if vary else NO_VARIANT
+
+    def _credentialed(self, request: Request) -> bool:
+        route = request.route
+        probes = self._probes.get(route.name)
+        if probes is None:
+            probes = self._probes[route.name] = credential_probes(route.policies)
+        return bool(probes) and carries_credentials(request, probes)
