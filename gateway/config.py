@@ -237,6 +237,9 @@ class ClientLimits(Model):
     max_field_size: int = Field(8190, ge=256, description="One header line (longer: 431/400).")
     max_headers: int = Field(100, ge=1, description="Number of request headers.")
     keepalive_timeout: Duration = Field(75.0, ge=0, description="Idle client connections close.")
+    header_timeout: Duration = Field(
+        10.0, gt=0, description="Longest time from a request's first byte to its complete head."
+    )
     body_timeout: Duration = Field(
         30.0, gt=0, description="Longest wait for the next chunk of a request body (slow clients)."
     )

@@ -69,7 +69,9 @@ def complete(raw: web.BaseRequest, response: Response) -> tuple[Complete, int]:
         headers["Content-Length"] = str(len(body))
     if "Date" not in headers:
         headers["Date"] = http_date()
-    keep_alive = raw.keep_alive
+    # A request body left unread (413, 408, an early answer) makes the connection unusable
+    # for another request: say so, and aiohttp drains a little of it, then closes.
+    keep_alive = raw.keep_alive and not (raw.body_exists and not raw.content.is_eof())
     version = raw.version
     if version.minor == 0 and version.major == 1:
         if keep_alive:
