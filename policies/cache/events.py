@@ -78,7 +78,8 @@ class Events:
 
     def unchanged_since(self, tag: str, mark: int) -> bool:
         """No event about `tag` (nor a reconnect) arrived after `mark` was taken."""
-        return self.subscribed and mark > self._floor and self._touched.get(tag, 0) < mark
+        # Every event increments the sequence first: a mark equal to it was taken after.
+        return self.subscribed and mark >= self._floor and self._touched.get(tag, 0) <= mark
 
     def touch(self, tag: str) -> None:
         """Record a local change at once (its own message arrives later)."""

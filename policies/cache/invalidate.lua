@@ -3,7 +3,7 @@
 -- KEYS: entry hash, tombstone
 -- ARGV: tombstone ttl (ms)
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])  -- microseconds, as lookup's
 local dropped = redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], string.format('%d', now), 'PX', ARGV[1])
 return dropped

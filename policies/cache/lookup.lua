@@ -2,11 +2,12 @@
 -- On a miss, optionally take the fill lock (request collapsing) in the same call.
 -- KEYS: entry hash, lock of the expected variant, lock of the URI, pass marker
 -- ARGV: expected vary names, variant id, take lock ("1"/"0"), lock token, lock ttl (ms)
--- Returns {now_ms, vary|nil, entry|nil, meta|nil, state, lock_pttl}; state is
+-- Returns {now_us, vary|nil, entry|nil, meta|nil, state, lock_pttl}; state is
 -- H (entry found), M (Vary differs from the expected: retry), N (miss, no lock asked),
 -- P (miss, recently not storable: go upstream alone), L (miss, lock taken), W (miss, locked).
+-- Microseconds: an invalidation and a later lookup must never share a timestamp.
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local vary = redis.call('HGET', KEYS[1], 'vary')
 if vary and vary ~= ARGV[1] then
   return {now, vary, false, false, 'M', 0}

@@ -16,13 +16,12 @@ makes the policy step aside (`BYPASS`), never an error of its own.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from gateway.errors import HTTPError, StoreUnavailable, UpstreamError
+from gateway.errors import HTTPError, StoreUnavailable
 from gateway.http import Handler, Request, Response
 from gateway.policy import AdminEndpoint, Policy, PolicyContext
 from policies.cache.config import CacheOptions
@@ -32,7 +31,6 @@ from policies.cache.freshness import (
     NO_VARIANT,
     Use,
     current_age,
-    on_error,
     request_directives,
     usable,
     variant_id,
@@ -46,17 +44,15 @@ from policies.cache.request import (
     carries_credentials,
     credential_probes,
     session_part,
-    validating,
 )
 from policies.cache.serve import from_entry
 from policies.cache.store import CacheStore, Lookup, normalise_query, uri_key
-from policies.cache.writer import PASS_MS, Writer
+from policies.cache.upstream import BYPASS, HIT, STALE, Upstream
+from policies.cache.writer import Writer
 
 log = logging.getLogger("policies.cache")
 
-HIT, MISS, STALE, BYPASS, EXPIRED = "HIT", "MISS", "STALE", "BYPASS", "EXPIRED"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PROPFIND", "REPORT", "SEARCH"})
-_MAX_ROUNDS = 4
 
 
 class OnlyIfCached(HTTPError):
@@ -66,7 +62,7 @@ class OnlyIfCached(HTTPError):
     code = "not_cached"
 
 
-class Cache(Policy):
+class Cache(Upstream, Policy):
     """A shared HTTP cache for the route (see docs/policies/cache.md)."""
 
     Options = CacheOptions
@@ -175,8 +171,8 @@ class Cache(Policy):
             found = await self.cache.lookup(
                 p.uri, p.vary, p.variant, lock=lock, token=p.token, lock_ms=p.lock_ms
             )
-        self._offset = found.now_ms / 1000 - time.time()
-        p.started_ms = found.now_ms
+        self._offset = found.now_us / 1_000_000 - time.time()
+        p.started_us = found.now_us
         if found.vary is not None:
             self.hints.put(p.uri.tag, found.vary)
         return found
@@ -188,7 +184,7 @@ class Cache(Policy):
             except CorruptEntry:
                 log.warning("unreadable cache entry; fetching it again")
                 return await self._pass(p)
-            return await self._use(p, entry, found.now_ms / 1000, mark)
+            return await self._use(p, entry, found.now_us / 1_000_000, mark)
         if p.cc.only_if_cached:
             raise OnlyIfCached()
         if found.state == "L":
@@ -214,185 +210,6 @@ class Cache(Policy):
             self._refresh_later(p, entry)
             return self._served(p, entry, age, STALE, now)
         return await self._revalidate(p, entry, age)
-
-    # -- upstream ----------------------------------------------------------------------------
-    async def _fill(self, p: Pending, lock_key: str) -> Response:
-        """The one request that fills a missing entry; waiters learn the outcome by event."""
-        released = False
-        try:
-            request_time = time.time()
-            response = await p.call_next(p.request)
-            reason = await self.writer.keep(p, response, lock_key, request_time, time.time())
-            if reason is not None:
-                log.debug("not stored: %s", reason)
-                pass_ms = PASS_MS if response.status < 500 else 0
-                await self.writer.release(p, lock_key, pass_ms=pass_ms)
-            released = True
-            return self._done(p.request, response, MISS)
-        finally:
-            if not released:
-                # Upstream error, or the client left: followers must not wait for the lock.
-                self.context.background.spawn(self.writer.release(p, lock_key), name="cache")
-
-    async def _follow(self, p: Pending) -> Response:
-        """Wait for the lock holder's event (no polling), then serve what it stored."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + p.wait_s
-        while True:
-            waiter = self.events.waiter(p.uri.tag)
-            try:
-                # Looked up again only now that the waiter is registered: an event between
-                # the first lookup and the registration cannot be missed.
-                mark = self.events.mark()
-                found = await self._lookup(p, lock=True)
-                if found.blob is not None or found.state != "W":
-                    return await self._found(p, found, mark)
-                left = deadline - loop.time()
-                if left <= 0:
-                    return await self._pass(p)
-                wait = min(left, max(found.lock_pttl, 10) / 1000 + 0.01)
-                try:
-                    kind = await asyncio.wait_for(asyncio.shield(waiter), wait)
-                except TimeoutError:
-                    kind = ""
-            finally:
-                self.events.forget(p.uri.tag, waiter)
-            if kind == "r":
-                return await self._pass(p)
-
-    async def _pass(self, p: Pending) -> Response:
-        """Upstream without the lock (conditional, ranged, known unstorable, or given up
-        waiting); still stored if it may be."""
-        request_time = time.time()
-        response = await p.call_next(p.request)
-        await self.writer.keep(p, response, p.uri.lock("-"), request_time, time.time())
-        return self._done(p.request, response, MISS)
-
-    async def _revalidate(self, p: Pending, entry: Entry, age: float) -> Response:
-        request = p.request
-        if request.method == "HEAD" or "Range" in request.headers:
-            # Written through: the answer to this request cannot refresh the stored one.
-            return await self._through(p, entry, age)
-        stored_ms = round(entry.stored_at * 1000)
-        state, pttl = await self.cache.refresh_lock(p.uri, p.variant, stored_ms, p.token, p.lock_ms)
-        if state != "L":
-            p.rounds += 1
-            if p.rounds > _MAX_ROUNDS:
-                return await self._through(p, entry, age)
-            if state == "W":
-                waiter = self.events.waiter(p.uri.tag)
-                try:
-                    await asyncio.wait_for(waiter, min(p.wait_s, max(pttl, 10) / 1000 + 0.01))
-                except TimeoutError:
-                    pass
-                finally:
-                    self.events.forget(p.uri.tag, waiter)
-            mark = self.events.mark()
-            return await self._found(p, await self._lookup(p, lock=True), mark)
-        lock_key = p.uri.lock(p.variant)
-        released = False
-        try:
-            request_time = time.time()
-            try:
-                with validating(request, entry):
-                    response = await p.call_next(request)
-            except UpstreamError:
-                if on_error(age, entry.freshness, p.cc):
-                    await self.writer.release(p, lock_key)
-                    released = True
-                    return self._served(p, entry, age, STALE, time.time() + self._offset)
-                raise
-            response_time = time.time()
-            if response.status == 304:
-                response.close()
-                fresh = await self.writer.freshen(
-                    p, entry, response.headers, lock_key, request_time, response_time
-                )
-                released = True
-                now = fresh.stored_at if fresh.stored_at else time.time() + self._offset
-                age = current_age(fresh.initial_age, fresh.stored_at or now, now)
-                return self._served(p, fresh, age, EXPIRED, now)
-            if response.status >= 500 and on_error(age, entry.freshness, p.cc):
-                response.close()
-                await self.writer.release(p, lock_key)
-                released = True
-                return self._served(p, entry, age, STALE, time.time() + self._offset)
-            reason = await self.writer.keep(p, response, lock_key, request_time, response_time)
-            if reason is not None:
-                await self.writer.release(p, lock_key)
-            released = True
-            return self._done(request, response, EXPIRED)
-        finally:
-            if not released:
-                self.context.background.spawn(self.writer.release(p, lock_key), name="cache")
-
-    async def _through(self, p: Pending, entry: Entry, age: float) -> Response:
-        try:
-            response = await p.call_next(p.request)
-        except UpstreamError:
-            if on_error(age, entry.freshness, p.cc):
-                return self._served(p, entry, age, STALE, time.time() + self._offset)
-            raise
-        if response.status >= 500 and on_error(age, entry.freshness, p.cc):
-            response.close()
-            return self._served(p, entry, age, STALE, time.time() + self._offset)
-        return self._done(p.request, response, EXPIRED)
-
-    def _refresh_later(self, p: Pending, entry: Entry) -> None:
-        """stale-while-revalidate: one background refresh per process (and, through the
-        store lock, per cluster)."""
-        key = (p.uri.tag, p.variant)
-        if key in self._refreshing:
-            return
-        self._refreshing.add(key)
-        copy = p.request.copy()
-        copy.method = "GET"
-        background = Pending(
-            copy,
-            p.call_next,
-            p.cc,
-            p.uri,
-            p.session,
-            p.lock_ms,
-            p.wait_s,
-            p.vary,
-            p.variant,
-            p.started_ms,
-        )
-        task = self.context.background.spawn(self._refresh(background, entry), name="cache")
-        task.add_done_callback(lambda _: self._refreshing.discard(key))
-
-    async def _refresh(self, p: Pending, entry: Entry) -> None:
-        try:
-            stored_ms = round(entry.stored_at * 1000)
-            state, _ = await self.cache.refresh_lock(
-                p.uri, p.variant, stored_ms, p.token, p.lock_ms
-            )
-            if state != "L":
-                return
-            lock_key = p.uri.lock(p.variant)
-            request_time = time.time()
-            try:
-                with validating(p.request, entry):
-                    response = await p.call_next(p.request)
-            except HTTPError:
-                await self.writer.release(p, lock_key)
-                return
-            response_time = time.time()
-            if response.status == 304:
-                response.close()
-                await self.writer.freshen(
-                    p, entry, response.headers, lock_key, request_time, response_time
-                )
-                return
-            reason: str | None = "upstream error"
-            if response.status < 500:
-                reason = await self.writer.keep(p, response, lock_key, request_time, response_time)
-            if reason is not None:
-                response.close()
-                await self.writer.release(p, lock_key)
-        except (StoreUnavailable, UpstreamError) as exc:
-            log.info("background cache refresh failed: %s", exc)
 
     # -- answers -----------------------------------------------------------------------------
     async def _bypass(self, request: Request, call_next: Handler) -> Response:

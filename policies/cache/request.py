@@ -32,8 +32,9 @@ class Pending:
     """How long a collapsed miss waits for another's fill: the upstream's connect + read."""
     vary: str = ""
     variant: str = "-"
-    started_ms: int = 0
-    """Store clock at the last lookup: a fill started then must not outlive an invalidation."""
+    started_us: int = 0
+    """Store clock (µs) at the last lookup: a fill started then must not store an answer
+    that an invalidation since has made obsolete."""
     rounds: int = 0
     token: str = field(default_factory=lambda: os.urandom(12).hex())
 

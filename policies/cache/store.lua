@@ -1,7 +1,7 @@
 -- Store one variant; release the filler's lock; clear the pass marker.
 -- KEYS: entry hash, the filler's lock, pass marker, invalidation tombstone
 -- ARGV: vary names, variant id, encoded entry, retention (ms), lock token ("" for none),
---       max variants, fill start (store clock, ms)
+--       max variants, fill start (store clock, microseconds, from the lookup)
 -- Returns the store time (ms), or 0 when an invalidation since the fill started forbids it.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -9,7 +9,7 @@ if ARGV[5] ~= '' and redis.call('GET', KEYS[2]) == ARGV[5] then
   redis.call('DEL', KEYS[2])
 end
 -- The answer may predate a write that invalidated this URI while it was in flight.
-local tomb = redis.call('GET', KEYS[4])
+local tomb = redis.call('GET', KEYS[4])  -- microseconds
 if tomb and tonumber(tomb) >= tonumber(ARGV[7]) then
   return 0
 end

@@ -109,7 +109,8 @@ def uri_from_member(scope: str, route: str, member: str) -> Uri:
 class Lookup:
     """What `lookup` found: the store clock, the URI's Vary, maybe an entry, the lock state."""
 
-    now_ms: int
+    now_us: int
+    """Store clock, microseconds."""
     vary: str | None
     blob: bytes | None
     stored_ms: int
@@ -153,11 +154,11 @@ class CacheStore:
         lock_key: str,
         token: str,
         max_variants: int,
-        fill_start_ms: int,
+        fill_start_us: int,
     ) -> int:
         """Store one variant (and release `lock_key` if `token` holds it); 0 if refused."""
         keys = (uri.entry, lock_key, uri.passed, uri.tomb)
-        args = (vary, variant, blob, retention_ms, token, max_variants, fill_start_ms)
+        args = (vary, variant, blob, retention_ms, token, max_variants, fill_start_us)
         return int(await self.store.eval(STORE, keys, args))
 
     async def release(self, lock_key: str, uri: Uri, token: str, pass_ms: int = 0) -> None:

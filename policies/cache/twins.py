@@ -43,8 +43,12 @@ def _pttl(keyspace: Keyspace, key: str) -> int:
     return -2 if left is None else int(left * 1000)
 
 
+def _now_us(keyspace: Keyspace) -> int:
+    return int(keyspace.now() * 1_000_000)
+
+
 def lookup(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> list[Any]:
-    now = _now_ms(keyspace)
+    now = _now_us(keyspace)
     entry = keyspace.get(keys[0])
     vary = entry.get(b"vary") if isinstance(entry, dict) else None
     if vary is not None and vary != _b(args[0]):
@@ -121,7 +125,7 @@ def refresh_lock(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value])
 
 
 def invalidate(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> int:
-    now = _now_ms(keyspace)
+    now = _now_us(keyspace)
     dropped = int(keyspace.delete(keys[0]))
     keyspace.set(keys[1], b"%d" % now, int(args[0]) / 1000)
     return dropped

@@ -176,7 +176,7 @@ class Writer:
                 lock_key=lock_key,
                 token=p.token,
                 max_variants=self.options.max_variants,
-                fill_start_ms=p.started_ms,
+                fill_start_us=p.started_us,
             )
         except StoreUnavailable as exc:
             log.warning("cache store failed: %s", exc)

@@ -47,7 +47,7 @@ async def put(
         lock_key=lock_key or URI.lock(variant),
         token=token,
         max_variants=keep,
-        fill_start_ms=start,
+        fill_start_us=start,
     )
 
 
@@ -80,7 +80,7 @@ async def test_miss_takes_the_lock_once(cache: CacheStore) -> None:
     assert second.state == "W"
     assert 0 < second.lock_pttl <= LOCK_MS
     assert plain.state == "N"
-    assert first.now_ms > 1_600_000_000_000
+    assert first.now_us > 1_600_000_000_000_000  # microseconds
 
 
 async def test_store_then_hit_releases_the_lock(cache: CacheStore) -> None:
@@ -144,14 +144,14 @@ async def test_refresh_lock_refuses_a_copy_that_changed(cache: CacheStore) -> No
 async def test_invalidation_drops_all_variants_and_stops_older_fills(cache: CacheStore) -> None:
     await put(cache, "v1", vary="foo")
     await put(cache, "v2", vary="foo")
-    start = (await cache.lookup(URI, "foo", "v1", lock=False, token="t", lock_ms=1)).now_ms
+    start = (await cache.lookup(URI, "foo", "v1", lock=False, token="t", lock_ms=1)).now_us
     await asyncio.sleep(0.002)
     assert await cache.invalidate(URI, LOCK_MS) == 1
     assert (await cache.lookup(URI, "foo", "v2", lock=False, token="t", lock_ms=1)).blob is None
     assert await put(cache, "v1", vary="foo", start=start) == 0  # began before the write
     assert await cache.invalidate(URI, LOCK_MS) == 0
     await asyncio.sleep(0.002)
-    later = (await cache.lookup(URI, "", "-", lock=False, token="t", lock_ms=1)).now_ms
+    later = (await cache.lookup(URI, "", "-", lock=False, token="t", lock_ms=1)).now_us
     assert await put(cache, "v1", vary="foo", start=later) > 0
 
 
@@ -181,7 +181,7 @@ async def test_purge_index_ranges(cache: CacheStore) -> None:
 
 async def test_expired_index_members_are_trimmed(cache: CacheStore) -> None:
     index = Index("route:r", "r")
-    now = (await cache.lookup(URI, "", "-", lock=False, token="t", lock_ms=1)).now_ms
+    now = (await cache.lookup(URI, "", "-", lock=False, token="t", lock_ms=1)).now_us // 1000
     await cache.index_add(index, uri_key("route:r", "r", "h", "/old", ""), now + 20)
     await asyncio.sleep(0.05)
     await cache.index_add(index, uri_key("route:r", "r", "h", "/new", ""), now + 60_000)
