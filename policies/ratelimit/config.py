@@ -58,7 +58,7 @@ class LimitFields(Options):
         description="sliding_window: count with two fixed-window counters (constant memory) "
         "instead of one entry per admitted request; the previous window's requests are "
         "assumed evenly spread, so up to 2 x `limit` may pass in the worst case "
-        "(docs/policies/rate_limit.md). For limits of many thousands.",
+        "(docs/policies/rate_limit.md). For limits of many thousands. Default: false.",
     )
     rate: Rate | None = Field(
         None,
@@ -77,7 +77,7 @@ class LimitFields(Options):
         ge=1,
         le=_MAX_COUNT,
         strict=True,
-        description="token_bucket: tokens each request takes; at most `burst`. Default 1.",
+        description="token_bucket: tokens each request takes; at most `burst`. Default: 1.",
     )
 
     def _problems(self) -> list[InitErrorDetails]:
@@ -153,19 +153,19 @@ class RateLimitOptions(LimitFields):
         min_length=1,
         description="Several limits checked and consumed together in one store call (a "
         "request passes only if every limit admits it, and then counts against each); "
-        "instead of `algorithm` and its parameters.",
+        "instead of `algorithm` and its parameters. Default: none.",
     )
     key: Key = Field(
         "client_ip",  # type: ignore[assignment]  # validated into a RequestKey (validate_default)
         description="What is counted: `client_ip`, `header.NAME`, `query.NAME`, "
         "`session.FIELD`, `route` (one bucket for the route), or a list of these. Requests "
-        "that lack a part share one anonymous bucket. Default `client_ip`.",
+        "that lack a part share one anonymous bucket. Default: `client_ip`.",
     )
     on_store_error: Literal["allow", "deny"] = Field(
         "allow",
         description="When the store cannot answer in time: `allow` lets the request through "
         "(without RateLimit fields), `deny` answers 503 `rate_limit_unavailable` with "
-        "`Retry-After: 1`. Default `allow`.",
+        "`Retry-After: 1`. Default: `allow`.",
     )
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ class Plan:
     """The per-instance constants of a rate_limit policy."""
 
     args: tuple[int, ...]
-    """The script's arguments: four integers per limit (see `scripts.py`)."""
+    """The script's arguments after the request count: four integers per limit."""
     suffixes: tuple[str, ...]
     """Per limit, the end of its store key: index and algorithm (and the fixed window's
     length for the approximate counter, whose state means nothing under another length)."""
@@ -37,13 +37,13 @@ class Plan:
     """Per limit, the start of its `RateLimit` member: `"name";r=`."""
     summary: str
 
-    def state_field(self, answer: Sequence[int]) -> str:
-        """The `RateLimit` value from the script's answer: `"name";r=42;t=17, ...`."""
+    def state_field(self, answer: Sequence[int], base: int) -> str:
+        """The `RateLimit` value from the script's statuses at `base`: `"name";r=42;t=17, ...`."""
         prefixes = self.state_prefixes
         if len(prefixes) == 1:
-            return f"{prefixes[0]}{answer[2]};t={answer[3]}"
+            return f"{prefixes[0]}{answer[base]};t={answer[base + 1]}"
         return ", ".join(
-            f"{prefix}{answer[2 + 2 * i]};t={answer[3 + 2 * i]}"
+            f"{prefix}{answer[base + 2 * i]};t={answer[base + 2 * i + 1]}"
             for i, prefix in enumerate(prefixes)
         )
 

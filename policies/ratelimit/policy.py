@@ -1,4 +1,9 @@
-"""The `rate_limit` policy: one store call per request decides, the answer carries the state.
+"""The `rate_limit` policy: one store call decides, the answer carries the state.
+
+Concurrent requests of one identity share that call: the first opens a batch and schedules
+the call for the next turn of the event loop; requests of the same key arriving meanwhile
+join it, and the script decides them in order exactly as if each had its own call. A hot key
+then costs one Redis round trip per loop turn instead of one per request.
 
 Everything that does not depend on the request (script arguments, key suffixes, the fixed
 parts of the RateLimit fields, metric children) is computed when the policy is built.
@@ -6,6 +11,7 @@ parts of the RateLimit fields, metric children) is computed when the policy is b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -20,7 +26,11 @@ from policies.ratelimit.scripts import rate_limit_script
 
 log = logging.getLogger("policies.ratelimit")
 
+MAX_BATCH = 256
+"""Requests decided by one script call at most: bounds how long Redis runs it."""
 _WARN_EVERY = 10.0  # seconds between store-error warnings: an outage must not flood the log
+_KNOWN_MAX = 4096  # identities whose keys are remembered (then forgotten all at once)
+_KNOWN_IDENTITY = 256  # longer identities are hashed every time, not kept
 
 
 class RateLimited(HTTPError):
@@ -37,6 +47,16 @@ class RateLimitUnavailable(HTTPError):
     code = "rate_limit_unavailable"
 
 
+class _Batch:
+    """Concurrent requests of one identity, waiting for one script call."""
+
+    __slots__ = ("keys", "waiters")
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        self.waiters: list[asyncio.Future[list[int]]] = []
+
+
 class RateLimit(Policy):
     """Limits requests per key (sliding window or token bucket, one or several limits)."""
 
@@ -44,18 +64,15 @@ class RateLimit(Policy):
 
     def __init__(self, options: RateLimitOptions, context: PolicyContext) -> None:
         super().__init__(options, context)
-        limits = options.all_limits()
         if options.limits is None:
             names = [context.name]
         else:
-            names = [
-                limit.name or f"{context.name}.{index}"
-                for index, limit in enumerate(options.limits)
-            ]
-        self.plan = make_plan(limits, names)
+            names = [limit.name or f"{context.name}.{i}" for i, limit in enumerate(options.limits)]
+        self.plan = make_plan(options.all_limits(), names)
         self._store = context.store
         self._script = rate_limit_script()
-        self._args = self.plan.args
+        self._args = [(n, *self.plan.args) for n in range(MAX_BATCH + 1)]
+        self._width = 2 * len(names)
         self._suffixes = self.plan.suffixes
         self._key = options.key
         # The key spec is part of the namespace: changing it on reload starts fresh buckets.
@@ -72,6 +89,11 @@ class RateLimit(Policy):
         self._children: dict[str, tuple[Any, Any, Any]] = {}
         for route in context.routes:
             self._children_for(route)
+        self._known: dict[str, list[str]] = {}
+        self._pending: dict[str, _Batch] = {}
+        self._calls: set[asyncio.Task[None]] = set()
+        # Cached: get_running_loop() checks getpid(), a system call, every time.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._warned_at = -_WARN_EVERY
 
     def _children_for(self, route: str) -> tuple[Any, Any, Any]:
@@ -87,22 +109,43 @@ class RateLimit(Policy):
 
     def keys_for(self, request: Request) -> list[str]:
         """The store keys that count `request` (one per limit)."""
+        identity = self._key(request)
         if self._per_route:
-            return bucket_keys(
-                self._suffixes, self._namespace, request.route.name, self._key(request)
-            )
-        return bucket_keys(self._suffixes, self._namespace, self._key(request))
+            identity = f"{request.route.name}\x1f{identity}"
+        keys = self._known.get(identity)
+        if keys is None:
+            keys = bucket_keys(self._suffixes, self._namespace, identity)
+            # Hashing is most of a request's own cost here: remember the recent identities.
+            if len(identity) <= _KNOWN_IDENTITY:
+                if len(self._known) >= _KNOWN_MAX:
+                    self._known.clear()
+                self._known[identity] = keys
+        return keys
 
     async def __call__(self, request: Request, call_next: Handler) -> Response:
         keys = self.keys_for(request)
+        batch = self._pending.get(keys[0])
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if batch is None:
+            batch = self._pending[keys[0]] = _Batch(keys)
+            task = loop.create_task(self._decide(keys[0], batch))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+        waiter: asyncio.Future[list[int]] = loop.create_future()
+        index = len(batch.waiters)
+        batch.waiters.append(waiter)
+        if index + 1 == MAX_BATCH:
+            del self._pending[keys[0]]  # full: the next request opens another batch
         try:
-            answer = await self._store.eval(self._script, keys, self._args)
+            answer = await waiter
         except StoreUnavailable as exc:
             return await self._store_error(request, call_next, exc)
         route = request.route.name
         children = self._children.get(route) or self._children_for(route)
-        state = self.plan.state_field(answer)
-        if not answer[0]:
+        admitted = answer[0]
+        if index >= admitted:
             children[1].inc()
             request.log["rate_limit"] = "limited"
             retry = answer[1]
@@ -110,12 +153,13 @@ class RateLimit(Policy):
                 headers={
                     "Retry-After": str(retry),
                     "RateLimit-Policy": self._policy_field,
-                    "RateLimit": state,
+                    "RateLimit": self.plan.state_field(answer, 2 + admitted * self._width),
                 },
                 extra={"retry_after": retry},
             )
         children[0].inc()
         request.log["rate_limit"] = "allowed"
+        state = self.plan.state_field(answer, 2 + index * self._width)
         try:
             response = await call_next(request)
         except HTTPError as exc:
@@ -128,6 +172,32 @@ class RateLimit(Policy):
         headers["RateLimit-Policy"] = self._policy_field
         headers["RateLimit"] = state
         return response
+
+    async def _decide(self, tag: str, batch: _Batch) -> None:
+        """One store call for the batch, one loop turn after it opened; wakes its requests."""
+        if self._pending.get(tag) is batch:
+            del self._pending[tag]
+        waiters = batch.waiters
+        try:
+            answer = await self._store.eval(self._script, batch.keys, self._args[len(waiters)])
+        except StoreUnavailable as exc:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(StoreUnavailable(str(exc)))
+            return
+        except BaseException as exc:
+            # A bug surfaces in each request (the app logs it); cancellation at shutdown
+            # reads as an unavailable store, which `on_store_error` answers.
+            for waiter in waiters:
+                if not waiter.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        waiter.set_exception(StoreUnavailable("rate-limit call cancelled"))
+                    else:
+                        waiter.set_exception(exc)
+            raise
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(answer)
 
     async def _store_error(
         self, request: Request, call_next: Handler, exc: StoreUnavailable
@@ -143,6 +213,14 @@ class RateLimit(Policy):
         if self._deny:
             raise RateLimitUnavailable(headers={"Retry-After": "1"})
         return await call_next(request)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def stop(self) -> None:
+        """Let the store calls under way finish (each is bounded by the store's timeout)."""
+        if self._calls:
+            await asyncio.gather(*self._calls, return_exceptions=True)
 
     def describe(self) -> str:
         return f"rate_limit {self.context.name}: {self.plan.summary} by {self._key}"

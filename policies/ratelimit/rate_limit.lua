@@ -1,14 +1,19 @@
--- Checks every limit of one rate_limit policy and consumes from all of them only when all
--- admit: a rejected request records nothing. Mirrors policies/ratelimit/algorithms.py step by
--- step (the memory store runs that twin); times are integer microseconds from this server's
--- clock, never a gateway's, so gateways on machines that drift still agree.
+-- Decides `n` requests of one identity, in order, as if each had its own call: a request is
+-- admitted only if every limit admits it, and then counts against every limit; a rejected
+-- request records nothing. Mirrors policies/ratelimit/algorithms.py step by step (the memory
+-- store runs that twin, scripts.py). Times are integer microseconds from this server's clock,
+-- never a gateway's, so gateways on machines that drift still agree.
 --
 -- KEYS[i]  the i-th limit's state; every key shares one {hash tag} (one Cluster slot)
--- ARGV     four numbers per limit: kind, a, b, c
+-- ARGV     n, then four numbers per limit: kind, a, b, c
 --          1 sliding window, exact:       a = limit, b = window
 --          2 sliding window, approximate: a = limit, b = window
 --          3 token bucket (GCRA):         a = microseconds per token, b = burst, c = cost
--- Returns  {admitted (1|0), retry_after s, remaining_1, reset_1 s, remaining_2, reset_2 s, ...}
+-- Returns  {admitted k, retry_after s (0 when k = n),
+--           for each admitted request: remaining_1, reset_1 s, remaining_2, reset_2 s, ...,
+--           when k < n, once for the rejected rest: remaining_1, reset_1 s, ...}
+-- Rejections do not change the state and the clock is read once, so every request after the
+-- first rejected one gets the same answer.
 
 local SLIDING, APPROXIMATE = 1, 2
 local clock = redis.call('TIME')
@@ -18,155 +23,215 @@ local function seconds_up(micros)
   return math.ceil(micros / 1000000)
 end
 
--- sliding window, exact: a sorted set of admission times (score = member's time) -----------
+-- sliding window, exact: a sorted set of admission times (score = the member's time). -------
+-- This call's admissions are written once, at the end; until then they are the entries
+-- `s.before` to `s.count` (0-based), all at `now`, after those that were there.
 
-local function log_load(key, window)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  return redis.call('ZCARD', key)
+local function log_load(s)
+  redis.call('ZREMRANGEBYSCORE', s.key, '-inf', now - s.b)
+  s.before = redis.call('ZCARD', s.key)
+  s.count = s.before
 end
 
--- Score of the (index+1)-th oldest admission.
-local function log_at(key, index)
-  return tonumber(redis.call('ZRANGE', key, index, index, 'WITHSCORES')[2])
+-- Time of the (index+1)-th oldest admission.
+local function log_at(s, index)
+  if index >= s.before then
+    return now
+  end
+  if index == 0 then
+    s.oldest = s.oldest or tonumber(redis.call('ZRANGE', s.key, 0, 0, 'WITHSCORES')[2])
+    return s.oldest
+  end
+  return tonumber(redis.call('ZRANGE', s.key, index, index, 'WITHSCORES')[2])
 end
 
-local function log_wait(key, count, limit, window)
-  local excess = count - limit
+local function log_wait(s)
+  local excess = s.count - s.a
   if excess < 0 then
     return 0
   end
-  return log_at(key, excess) + window - now
+  -- The (excess+1)-th oldest admission must leave before a place is free.
+  return log_at(s, excess) + s.b - now
 end
 
-local function log_add(key, window)
-  local member = string.format('%d', now)
-  if redis.call('ZADD', key, 'NX', now, member) == 0 then
-    -- Another admission in this microsecond: number the duplicates. Members at one score
-    -- only ever leave all together, so their count is a fresh suffix.
-    member = member .. '-' .. redis.call('ZCOUNT', key, now, now)
-    redis.call('ZADD', key, now, member)
+local function log_status(s)
+  if s.count == 0 then
+    return s.a, 0
   end
-  redis.call('PEXPIRE', key, math.ceil(window / 1000))
+  local index = math.max(0, s.count - s.a)
+  return math.max(0, s.a - s.count), log_at(s, index) + s.b - now
 end
 
-local function log_status(key, count, limit, window)
-  if count == 0 then
-    return limit, 0
+local function log_save(s)
+  local added = s.count - s.before
+  local stamp = string.format('%d', now)
+  -- Members must be unique even within one microsecond: number them after those already
+  -- at this time (admissions at one time only ever leave together, so the count is fresh).
+  local first = redis.call('ZCOUNT', s.key, now, now)
+  local args = {}
+  for i = 0, added - 1 do
+    local suffix = first + i
+    args[#args + 1] = now
+    args[#args + 1] = suffix == 0 and stamp or (stamp .. '-' .. suffix)
   end
-  local index = math.max(0, count - limit)
-  return math.max(0, limit - count), log_at(key, index) + window - now
+  redis.call('ZADD', s.key, unpack(args))
+  redis.call('PEXPIRE', s.key, math.ceil(s.b / 1000))
 end
 
 -- sliding window, approximate: {i = fixed window number, c = its count, p = previous count} --
 
-local function counters_at(key, window)
-  local saved = redis.call('HMGET', key, 'i', 'c', 'p')
-  local index = math.floor(now / window)
-  local state = {index = index, elapsed = now - index * window, current = 0, previous = 0}
+local function counters_load(s)
+  local saved = redis.call('HMGET', s.key, 'i', 'c', 'p')
+  s.number = math.floor(now / s.b)
+  s.elapsed = now - s.number * s.b
+  s.current, s.previous = 0, 0
   local at = tonumber(saved[1])
-  if at == index then
-    state.current, state.previous = tonumber(saved[2]), tonumber(saved[3])
-  elseif at == index - 1 then
-    state.previous = tonumber(saved[2])
+  if at == s.number then
+    s.current, s.previous = tonumber(saved[2]), tonumber(saved[3])
+  elseif at == s.number - 1 then
+    s.previous = tonumber(saved[2])
   end
-  return state
 end
 
-local function estimate(state, window)
-  return state.previous * (window - state.elapsed) / window + state.current
+local function estimate(s)
+  return s.previous * (s.b - s.elapsed) / s.b + s.current
 end
 
-local function decay(state, window, target)
-  if target < 0 or estimate(state, window) <= target then
+-- Microseconds until the estimate falls to `target` with no further admissions.
+local function decay(s, target)
+  if target < 0 or estimate(s) <= target then
     return 0
   end
-  local left = window - state.elapsed
-  if state.current <= target then
-    return left - window * (target - state.current) / state.previous
+  local left = s.b - s.elapsed
+  if s.current <= target then
+    return left - s.b * (target - s.current) / s.previous
   end
-  return left + window - window * target / state.current
+  return left + s.b - s.b * target / s.current
 end
 
-local function counters_status(state, limit, window)
-  local remaining = math.max(0, math.floor(limit - estimate(state, window)))
-  return remaining, decay(state, window, limit - remaining - 1)
+local function counters_status(s)
+  local remaining = math.max(0, math.floor(s.a - estimate(s)))
+  return remaining, decay(s, s.a - remaining - 1)
 end
 
--- token bucket as GCRA: the key holds the time the bucket is full again -------------------
+local function counters_save(s)
+  redis.call('HSET', s.key, 'i', s.number, 'c', s.current, 'p', s.previous)
+  redis.call('PEXPIRE', s.key, math.ceil(((s.number + 2) * s.b - now) / 1000))
+end
 
-local function bucket_debt(key)
-  local full_at = tonumber(redis.call('GET', key))
-  if full_at == nil or full_at <= now then
-    return 0
+-- token bucket as GCRA: the key holds the time at which the bucket is full again ----------
+
+local function bucket_load(s)
+  local full_at = tonumber(redis.call('GET', s.key))
+  s.debt = 0
+  if full_at ~= nil and full_at > now then
+    s.debt = full_at - now
   end
-  return full_at - now
 end
 
-local function bucket_status(debt, interval, burst)
-  local remaining = math.max(0, math.floor((burst * interval - debt) / interval))
-  if debt <= 0 then
+local function bucket_status(s)
+  local remaining = math.max(0, math.floor((s.b * s.a - s.debt) / s.a))
+  if s.debt <= 0 then
     return remaining, 0
   end
-  local partial = debt % interval
+  local partial = s.debt % s.a
   if partial == 0 then
-    partial = interval
+    partial = s.a
   end
   return remaining, partial
 end
 
--- check every limit, then consume from all or none ------------------------------------------
-
-local states, wait = {}, 0
-for i, key in ipairs(KEYS) do
-  local base = (i - 1) * 4
-  local kind, a, b, c = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]),
-    tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
-  local state, limit_wait
-  if kind == SLIDING then
-    state = log_load(key, b)
-    limit_wait = log_wait(key, state, a, b)
-  elseif kind == APPROXIMATE then
-    state = counters_at(key, b)
-    limit_wait = decay(state, b, a - 1)
-  else
-    state = bucket_debt(key)
-    limit_wait = math.max(0, state + c * a - b * a)
-  end
-  states[i] = state
-  wait = math.max(wait, limit_wait)
+local function bucket_save(s)
+  redis.call('SET', s.key, string.format('%d', now + s.debt), 'PX', math.ceil(s.debt / 1000))
 end
 
-local admitted = wait == 0
-local out = {0, math.max(1, seconds_up(wait))}
-if admitted then
-  out = {1, 0}
-end
+-- decide ------------------------------------------------------------------------------------
+
+local states = {}
 for i, key in ipairs(KEYS) do
-  local base = (i - 1) * 4
-  local kind, a, b, c = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]),
-    tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
-  local state, remaining, reset = states[i], 0, 0
-  if kind == SLIDING then
-    if admitted then
-      log_add(key, b)
-      state = state + 1
-    end
-    remaining, reset = log_status(key, state, a, b)
-  elseif kind == APPROXIMATE then
-    if admitted then
-      state.current = state.current + 1
-      redis.call('HSET', key, 'i', state.index, 'c', state.current, 'p', state.previous)
-      redis.call('PEXPIRE', key, math.ceil(((state.index + 2) * b - now) / 1000))
-    end
-    remaining, reset = counters_status(state, a, b)
+  local base = (i - 1) * 4 + 1
+  local s = {
+    key = key,
+    kind = tonumber(ARGV[base + 1]),
+    a = tonumber(ARGV[base + 2]),
+    b = tonumber(ARGV[base + 3]),
+    c = tonumber(ARGV[base + 4]),
+  }
+  if s.kind == SLIDING then
+    log_load(s)
+  elseif s.kind == APPROXIMATE then
+    counters_load(s)
   else
-    if admitted then
-      state = state + c * a
-      redis.call('SET', key, string.format('%d', now + state), 'PX', math.ceil(state / 1000))
-    end
-    remaining, reset = bucket_status(state, a, b)
+    bucket_load(s)
   end
-  out[#out + 1] = remaining
-  out[#out + 1] = seconds_up(reset)
+  states[i] = s
+end
+
+local function wait_of(s)
+  if s.kind == SLIDING then
+    return log_wait(s)
+  elseif s.kind == APPROXIMATE then
+    return decay(s, s.a - 1)
+  end
+  return math.max(0, s.debt + s.c * s.a - s.b * s.a)
+end
+
+local function add(s)
+  if s.kind == SLIDING then
+    s.count = s.count + 1
+  elseif s.kind == APPROXIMATE then
+    s.current = s.current + 1
+  else
+    s.debt = s.debt + s.c * s.a
+  end
+end
+
+local function status(s)
+  if s.kind == SLIDING then
+    return log_status(s)
+  elseif s.kind == APPROXIMATE then
+    return counters_status(s)
+  end
+  return bucket_status(s)
+end
+
+local out = {0, 0}
+local function append_statuses()
+  for _, s in ipairs(states) do
+    local remaining, reset = status(s)
+    out[#out + 1] = remaining
+    out[#out + 1] = seconds_up(reset)
+  end
+end
+
+local requests, admitted, wait = tonumber(ARGV[1]), 0, 0
+while admitted < requests do
+  for _, s in ipairs(states) do
+    wait = math.max(wait, wait_of(s))
+  end
+  if wait > 0 then
+    break
+  end
+  for _, s in ipairs(states) do
+    add(s)
+  end
+  admitted = admitted + 1
+  append_statuses()
+end
+out[1] = admitted
+if admitted < requests then
+  out[2] = math.max(1, seconds_up(wait))
+  append_statuses()
+end
+if admitted > 0 then
+  for _, s in ipairs(states) do
+    if s.kind == SLIDING then
+      log_save(s)
+    elseif s.kind == APPROXIMATE then
+      counters_save(s)
+    else
+      bucket_save(s)
+    end
+  end
 end
 return out

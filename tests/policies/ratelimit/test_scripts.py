@@ -7,9 +7,11 @@ behaviour (SCRIPT FLUSH, two requests in one microsecond) with the real server.
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from gateway.store import Store
@@ -42,10 +44,18 @@ def bucket(per_second: float, burst: int, cost: int = 1) -> tuple[int, ...]:
     return (BUCKET, round(1_000_000 / per_second), burst, cost)
 
 
-async def check(store: Store, *limits: tuple[int, ...]) -> list[int]:
-    args = [value for limit in limits for value in limit]
-    answer = await store.eval(SCRIPT, KEYS[: len(limits)], args)
+async def decide(
+    store: Store, requests: int, *limits: tuple[int, ...], keys: list[str] = KEYS
+) -> list[int]:
+    """`requests` requests of one identity in one call: the raw answer."""
+    args = [requests, *(value for limit in limits for value in limit)]
+    answer = await store.eval(SCRIPT, keys[: len(limits)], args)
     return [int(value) for value in answer]
+
+
+async def check(store: Store, *limits: tuple[int, ...]) -> list[int]:
+    """One request: `[admitted (1|0), retry_after, remaining_1, reset_1, ...]`."""
+    return await decide(store, 1, *limits)
 
 
 async def test_limit_one_admits_once_and_records_nothing_more(store: Store, peek: Peek) -> None:
@@ -128,6 +138,37 @@ async def test_approximate_window_counts_and_expires(store: Store, peek: Peek) -
     assert 10 < ttl <= 20
 
 
+async def test_a_batch_is_decided_in_order_like_separate_calls(store: Store, peek: Peek) -> None:
+    # Five concurrent requests, limit 3: three admitted with their own counts, then one
+    # answer for the rejected rest.
+    assert await decide(store, 5, sliding(3, 10)) == [3, 10, 2, 10, 1, 10, 0, 10, 0, 10]
+    assert await peek.entries(KEYS[0]) == 3
+    assert await decide(store, 2, sliding(3, 10)) == [0, 10, 0, 10]
+    assert await decide(store, 3, bucket(10, 2), sliding(5, 10), keys=KEYS[1:]) == [
+        *(2, 1),  # two admitted; the rest may retry in 1 s
+        *(1, 1, 4, 10, 0, 1, 3, 10),  # each admitted request's own counts
+        *(0, 1, 3, 10),  # rejected by the bucket: the window keeps 3 places
+    ]
+
+
+async def test_a_batch_of_one_microsecond_keeps_every_admission(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        answer = await client.eval(SCRIPT.lua, 1, KEYS[0], 4, *sliding(10, 60))
+        assert answer[0] == 4
+        entries = cast(
+            list[tuple[bytes, float]], await client.zrange(KEYS[0], 0, -1, withscores=True)
+        )
+        assert len(entries) == 4
+        stamp = entries[0][0]
+        assert {member for member, _ in entries} == {
+            stamp + suffix for suffix in (b"", b"-1", b"-2", b"-3")
+        }
+        assert {score for _, score in entries} == {int(stamp)}
+    finally:
+        await client.aclose()
+
+
 async def test_script_flush_on_the_server_is_survived(
     redis_store: RedisStore, redis_server: RedisServer
 ) -> None:
@@ -162,7 +203,7 @@ async def test_two_admissions_in_one_microsecond_are_both_recorded(redis_url: st
     try:
         async with client.pipeline(transaction=True) as pipe:
             pipe.eval(SEED_AHEAD, 1, KEYS[0])
-            pipe.eval(SCRIPT.lua, 1, KEYS[0], *args)
+            pipe.eval(SCRIPT.lua, 1, KEYS[0], 1, *args)
             start, answer = await pipe.execute()
         assert answer[0] == 1
         assert await client.zcard(KEYS[0]) == 15001 + 1
@@ -187,16 +228,20 @@ class Clock(MemoryKeyspace):
     def now(self) -> float:
         return self.at
 
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        # Expiry runs on the real clock, not this one: keep keys, the script trims them itself.
+        super().set(key, value, None)
+
 
 def test_twin_counts_equal_timestamps_and_frees_at_the_exact_boundary() -> None:
     clock = Clock()
     args = sliding(3, 0.5)
-    answers = [check_local(clock, KEYS[:1], args) for _ in range(4)]
+    answers = [check_local(clock, KEYS[:1], (1, *args)) for _ in range(4)]
     assert answers == [[1, 0, 2, 1], [1, 0, 1, 1], [1, 0, 0, 1], [0, 1, 0, 1]]
     clock.at += 0.5 - 0.000_001
-    assert check_local(clock, KEYS[:1], args)[0] == 0  # one microsecond short
+    assert check_local(clock, KEYS[:1], (1, *args))[0] == 0  # one microsecond short
     clock.at = 1_700_000_000.5
-    assert check_local(clock, KEYS[:1], args)[:3] == [1, 0, 2]  # all three left together
+    assert check_local(clock, KEYS[:1], (1, *args))[:3] == [1, 0, 2]  # all three left together
 
 
 def test_every_key_of_a_call_shares_one_cluster_slot() -> None:
@@ -209,3 +254,30 @@ def test_every_key_of_a_call_shares_one_cluster_slot() -> None:
     spliced = bucket_keys(("0:sw",), "route:x", "}{evil:*\r\n")
     assert "evil" not in spliced[0]
     assert spliced[0].count("{") == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    groups=st.lists(st.tuples(st.integers(0, 400_000), st.integers(1, 6)), min_size=1, max_size=25),
+    limit=st.integers(1, 5),
+    window=st.integers(1_000, 1_000_000),
+)
+def test_twin_batches_never_admit_more_than_the_limit_in_any_window(
+    groups: list[tuple[int, int]], limit: int, window: int
+) -> None:
+    """Requests arriving together (one call for `size` of them) or apart: exact either way."""
+    clock = Clock()
+    start = clock.at
+    admitted: list[int] = []
+    at = 0
+    for gap, size in groups:
+        at += gap
+        clock.at = start + at / 1_000_000
+        now = int(clock.now() * 1_000_000)
+        in_window = sum(1 for t in admitted if now - window < t <= now)
+        answer = check_local(clock, KEYS[:1], (size, SLIDING, limit, window, 0))
+        # Admitted in order while there is room, as separate calls would have been.
+        assert answer[0] == min(size, max(0, limit - in_window))
+        admitted += [now] * answer[0]
+    for i in range(limit, len(admitted)):
+        assert admitted[i] - admitted[i - limit] >= window
