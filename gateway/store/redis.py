@@ -1,8 +1,9 @@
 """The Redis store: standalone, TLS, Sentinel or Cluster behind one `Store`.
 
-One client (one connection pool) per process, every call bounded by `timeout` and guarded by
-a circuit breaker. Scripts run by EVALSHA; a NOSCRIPT answer (server restarted, SCRIPT FLUSH)
-falls back to EVAL, which also caches the script on that server again.
+Per process: one pipelined client for request-path commands (`gateway.store.resp`), redis-py
+for pub/sub and Cluster routing. Every call is bounded by `timeout` and guarded by a circuit
+breaker. Scripts run by EVALSHA; a NOSCRIPT answer (server restarted, SCRIPT FLUSH) falls
+back to EVAL, which also caches the script on that server again.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ResponseError as RedisReplyError
 
 from gateway.errors import StoreUnavailable
 from gateway.store.base import (
@@ -29,77 +27,13 @@ from gateway.store.base import (
     Value,
 )
 from gateway.store.breaker import BreakerState, CircuitBreaker
+from gateway.store.redis_urls import open_clients
+from gateway.store.resp import Arg, ReplyError
 
 log = logging.getLogger("gateway.store")
 
-T = TypeVar("T")
 CallObserver = Callable[[str, float, bool], None]
 """`(operation, seconds, failed)`, called after every store call (metrics)."""
-
-
-def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
-    hosts = []
-    for part in netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = part.strip().rpartition(":") if ":" in part else (part, "", "")
-        hosts.append((host.strip("[]") or "127.0.0.1", int(port or default_port)))
-    return hosts
-
-
-def _credentials(netloc: str) -> dict[str, str]:
-    if "@" not in netloc:
-        return {}
-    userinfo = netloc.rsplit("@", 1)[0]
-    user, _, password = userinfo.partition(":")
-    out = {}
-    if user:
-        out["username"] = unquote(user)
-    if password:
-        out["password"] = unquote(password)
-    return out
-
-
-def connect(url: str, *, pool_size: int, timeout: float) -> tuple[Any, Callable[[], Any]]:
-    """A redis-py client for `url`, plus a factory for a standalone client used for pub/sub."""
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    common: dict[str, Any] = {
-        "socket_connect_timeout": max(timeout, 1.0),
-        "health_check_interval": 0,
-    }
-    if scheme in ("redis", "rediss", "unix"):
-        client = aioredis.Redis.from_url(url, max_connections=pool_size, **common)
-        return client, lambda: aioredis.Redis.from_url(url, **common)
-    creds = _credentials(parts.netloc)
-    if scheme in ("redis+sentinel", "rediss+sentinel"):
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ValueError("redis+sentinel:// needs the master's service name: /mymaster[/db]")
-        service, db = path[0], int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(
-            _hosts(parts.netloc, 26379),
-            sentinel_kwargs={"socket_connect_timeout": max(timeout, 1.0)},
-            ssl=scheme.startswith("rediss"),
-            **common,
-        )
-        master = sentinel.master_for(service, db=db, max_connections=pool_size, **creds)
-        return master, lambda: sentinel.master_for(service, db=db, **creds)
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        nodes = [ClusterNode(host, port) for host, port in _hosts(parts.netloc, 6379)]
-        cluster = RedisCluster(
-            startup_nodes=nodes,
-            max_connections=pool_size,
-            ssl=scheme.startswith("rediss"),
-            **creds,
-            **common,
-        )
-
-        def pubsub_client() -> Any:
-            # Classic pub/sub is broadcast to every node, so any one node will do.
-            node = cluster.get_random_node() if cluster.get_nodes() else nodes[0]
-            return aioredis.Redis(host=node.host, port=node.port, **creds, **common)
-
-        return cluster, pubsub_client
-    raise ValueError(f"unsupported store URL scheme {scheme!r}")
 
 
 class _RedisSubscription:
@@ -126,86 +60,99 @@ class RedisStore(Store):
     ) -> None:
         self.url = url
         self.timeout = timeout
-        self._client, self._pubsub_client = connect(url, pool_size=pool_size, timeout=timeout)
+        self._clients = open_clients(url, pool_size=pool_size, timeout=timeout)
+        self._resp = self._clients.resp
+        self._cluster = self._clients.cluster
         self._observer = observer
         self.breaker = breaker or CircuitBreaker()
         self._subscriptions: set[asyncio.Task[None]] = set()
 
-    async def _call(self, op: str, make: Callable[[], Awaitable[T]]) -> T:
-        if not self.breaker.allow():
-            raise StoreUnavailable(f"store circuit open ({self.breaker.state.name.lower()})")
+    async def _run(self, op: str, *args: Arg) -> Any:
+        """One command, bounded and guarded; the store's only way to Redis."""
+        breaker = self.breaker
+        if not breaker.allow():
+            raise StoreUnavailable(f"store circuit open ({breaker.state.name.lower()})")
         started = time.perf_counter()
+        failed = True
+        try:
+            if self._resp is not None:
+                result = await self._resp.execute(*args)
+            else:
+                result = await self._cluster_command(args)
+            failed = False
+            return result
+        except ReplyError:
+            failed = False  # Redis answered: the store is up, the command was refused
+            raise
+        finally:
+            if failed:
+                breaker.failure()
+            else:
+                breaker.success()
+            if self._observer is not None:
+                self._observer(op, time.perf_counter() - started, failed)
+
+    async def _cluster_command(self, args: tuple[Arg, ...]) -> Any:
+        cluster = self._cluster
+        if cluster is None:
+            raise StoreUnavailable("no redis client")
         try:
             async with asyncio.timeout(self.timeout):
-                result = await make()
+                return await cluster.execute_command(*args)
+        except RedisReplyError as exc:
+            raise ReplyError(str(exc)) from exc
         except (TimeoutError, RedisError, OSError) as exc:
-            self.breaker.failure()
-            if self._observer:
-                self._observer(op, time.perf_counter() - started, True)
             reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise StoreUnavailable(f"redis {op} failed: {reason}") from exc
-        self.breaker.success()
-        if self._observer:
-            self._observer(op, time.perf_counter() - started, False)
-        return result
+            raise StoreUnavailable(f"redis {args[0]} failed: {reason}") from exc
 
     async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Value]) -> Any:
-        client = self._client
-
-        async def run() -> Any:
-            try:
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return await client.eval(script.lua, len(keys), *keys, *args)
-
-        return await self._call(script.name, run)
+        try:
+            return await self._run(script.name, "EVALSHA", script.sha, len(keys), *keys, *args)
+        except ReplyError as exc:
+            if exc.code != "NOSCRIPT" and not isinstance(exc.__cause__, NoScriptError):
+                raise StoreUnavailable(f"script {script.name} failed: {exc}") from exc
+        try:
+            return await self._run(script.name, "EVAL", script.lua, len(keys), *keys, *args)
+        except ReplyError as exc:
+            raise StoreUnavailable(f"script {script.name} failed: {exc}") from exc
 
     async def get(self, key: str) -> bytes | None:
-        result: bytes | None = await self._call("get", lambda: self._client.get(key))
+        result: bytes | None = await self._run("get", "GET", key)
         return result
 
     async def set(
         self, key: str, value: bytes, *, ttl: float | None = None, nx: bool = False
     ) -> bool:
-        px = None if ttl is None else max(1, int(ttl * 1000))
-        done = await self._call("set", lambda: self._client.set(key, value, px=px, nx=nx))
-        return bool(done)
+        args: list[Arg] = ["SET", key, value]
+        if ttl is not None:
+            args += ["PX", max(1, int(ttl * 1000))]
+        if nx:
+            args.append("NX")
+        return await self._run("set", *args) is not None
 
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
-        if isinstance(self._client, RedisCluster):
-            # Keys of one DEL must share a slot on a cluster; delete one by one in a pipeline.
-            async def run() -> list[int]:
-                pipe = self._client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.delete(key)
-                result: list[int] = await pipe.execute()
-                return result
-
-            return sum(await self._call("delete", run))
-        return int(await self._call("delete", lambda: self._client.delete(*keys)))
+        if self._cluster is not None:
+            # The keys of one DEL must share a slot on a Cluster: one DEL per key.
+            counts = await asyncio.gather(*(self._run("delete", "DEL", key) for key in keys))
+            return sum(int(count) for count in counts)
+        return int(await self._run("delete", "DEL", *keys))
 
     async def hmget(self, key: str, fields: Sequence[str]) -> list[bytes | None]:
-        result: list[bytes | None] = await self._call(
-            "hmget", lambda: self._client.hmget(key, list(fields))
-        )
+        result: list[bytes | None] = await self._run("hmget", "HMGET", key, *fields)
         return result
 
     async def hset(
         self, key: str, mapping: Mapping[str, Value], *, ttl: float | None = None
     ) -> None:
-        async def run() -> None:
-            pipe = self._client.pipeline(transaction=not isinstance(self._client, RedisCluster))
-            pipe.hset(key, mapping=dict(mapping))
-            if ttl is not None:
-                pipe.pexpire(key, max(1, int(ttl * 1000)))
-            await pipe.execute()
-
-        await self._call("hset", run)
+        pairs = [item for name, value in mapping.items() for item in (name, value)]
+        await self._run("hset", "HSET", key, *pairs)
+        if ttl is not None:
+            await self._run("hset", "PEXPIRE", key, max(1, int(ttl * 1000)))
 
     async def publish(self, channel: str, message: bytes) -> None:
-        await self._call("publish", lambda: self._client.publish(channel, message))
+        await self._run("publish", "PUBLISH", channel, message)
 
     async def subscribe(
         self, channel: str, handler: MessageHandler, *, on_status: StatusHandler | None = None
@@ -230,7 +177,7 @@ class RedisStore(Store):
     ) -> None:
         backoff = 0.1
         while True:
-            client = self._pubsub_client()
+            client = self._clients.pubsub()
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             subscribed = False
             try:
@@ -260,17 +207,19 @@ class RedisStore(Store):
         # Bypasses the breaker: the readiness probe must see a recovered Redis at once, and
         # its success closes the breaker for the requests too.
         try:
-            async with asyncio.timeout(self.timeout):
-                await self._client.ping()
-        except (TimeoutError, RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis ping failed: {type(exc).__name__}") from exc
+            if self._resp is not None:
+                await self._resp.execute("PING")
+            else:
+                await self._cluster_command(("PING",))
+        except ReplyError as exc:
+            raise StoreUnavailable(f"redis ping failed: {exc}") from exc
         if self.breaker.state is not BreakerState.CLOSED:
             self.breaker.success()
 
     async def close(self) -> None:
         for task in list(self._subscriptions):
             task.cancel()
-        await _quietly(self._client.aclose())
+        await _quietly(self._clients.close())
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -16,7 +16,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -24,6 +24,12 @@ import hiredis
 from gateway.errors import StoreUnavailable
 
 Arg = bytes | str | int | float
+Address = tuple[str, int]
+"""(host, port), or (path, 0) for a unix socket."""
+
+# Errors that mean "this server cannot serve us now" (a demoted master after a failover,
+# a server loading its data): the connection is dropped so the next one asks again.
+_NOT_SERVING = frozenset({"READONLY", "MASTERDOWN", "LOADING", "CLUSTERDOWN"})
 
 
 class ReplyError(Exception):
@@ -68,11 +74,16 @@ class _Connection(asyncio.Protocol):
                 self._fail(StoreUnavailable("redis sent a reply nobody asked for"))
                 return
             future, _ = waiting.popleft()
-            if future.done():
-                continue
             if isinstance(reply, hiredis.ReplyError):
-                future.set_exception(ReplyError(str(reply)))
-            else:
+                error = ReplyError(str(reply))
+                if error.code in _NOT_SERVING:
+                    if not future.done():
+                        future.set_exception(StoreUnavailable(f"redis is not serving: {error}"))
+                    self._fail(StoreUnavailable(f"redis is not serving: {error.code}"))
+                    return
+                if not future.done():
+                    future.set_exception(error)
+            elif not future.done():
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -127,8 +138,7 @@ class RespClient:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        address: Address | Callable[[], Awaitable[Address]],
         *,
         timeout: float,
         connections: int = 2,
@@ -138,8 +148,7 @@ class RespClient:
         tls: ssl.SSLContext | None = None,
         connect_timeout: float = 1.0,
     ) -> None:
-        self.host = host
-        self.port = port
+        self._address = address
         self.timeout = timeout
         self._size = max(1, connections)
         self._setup: list[bytes] = []
@@ -192,20 +201,28 @@ class RespClient:
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        host, port = "?", 0
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(self.timeout),
-                    self.host,
-                    self.port,
-                    ssl=self._tls,
-                    server_hostname=self.host if self._tls else None,
-                )
+                address = self._address
+                host, port = address if isinstance(address, tuple) else await address()
+                if host.startswith("/"):
+                    _, connection = await loop.create_unix_connection(
+                        lambda: _Connection(self.timeout), host
+                    )
+                else:
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(self.timeout),
+                        host,
+                        port,
+                        ssl=self._tls,
+                        server_hostname=host if self._tls else None,
+                    )
                 for packed in self._setup:
                     await connection.call(packed)
         except (OSError, TimeoutError) as exc:
             raise StoreUnavailable(
-                f"cannot connect to redis at {self.host}:{self.port}: {type(exc).__name__}"
+                f"cannot connect to redis at {host}:{port}: {type(exc).__name__}"
             ) from exc
         except ReplyError as exc:
             raise StoreUnavailable(f"redis refused the connection setup: {exc}") from exc

@@ -15,7 +15,7 @@ from tests.support.redis_server import RedisServer
 
 @pytest.fixture
 async def client(redis_url: str, redis_server: RedisServer) -> RespClient:
-    resp = RespClient("127.0.0.1", redis_server.port, timeout=1.0)
+    resp = RespClient(("127.0.0.1", redis_server.port), timeout=1.0)
     yield resp  # type: ignore[misc]
     await resp.close()
 
@@ -47,7 +47,7 @@ async def test_concurrent_commands_share_one_round_trip(
 
 
 async def test_a_stalled_server_fails_calls_within_the_timeout(redis_server: RedisServer) -> None:
-    client = RespClient("127.0.0.1", redis_server.port, timeout=0.2)
+    client = RespClient(("127.0.0.1", redis_server.port), timeout=0.2)
     await client.execute("PING")
     redis_server.cli("CLIENT", "PAUSE", "1000", "ALL")
     started = time.monotonic()
@@ -58,7 +58,7 @@ async def test_a_stalled_server_fails_calls_within_the_timeout(redis_server: Red
 
 
 async def test_unreachable_server_is_store_unavailable() -> None:
-    client = RespClient("127.0.0.1", free_port(), timeout=0.2)
+    client = RespClient(("127.0.0.1", free_port()), timeout=0.2)
     with pytest.raises(StoreUnavailable):
         await client.execute("PING")
     await client.close()
@@ -66,7 +66,7 @@ async def test_unreachable_server_is_store_unavailable() -> None:
 
 async def test_reconnects_after_the_server_comes_back() -> None:
     server = RedisServer().start()
-    client = RespClient("127.0.0.1", server.port, timeout=0.5)
+    client = RespClient(("127.0.0.1", server.port), timeout=0.5)
     try:
         assert await client.execute("PING") == b"PONG"
         server.kill()
@@ -82,11 +82,11 @@ async def test_reconnects_after_the_server_comes_back() -> None:
 async def test_auth_and_database_selection() -> None:
     server = RedisServer(extra=["--requirepass", "s3cret"]).start()
     try:
-        denied = RespClient("127.0.0.1", server.port, timeout=0.5)
+        denied = RespClient(("127.0.0.1", server.port), timeout=0.5)
         with pytest.raises(ReplyError):
             await denied.execute("PING")
         await denied.close()
-        client = RespClient("127.0.0.1", server.port, timeout=0.5, password="s3cret", db=3)
+        client = RespClient(("127.0.0.1", server.port), timeout=0.5, password="s3cret", db=3)
         assert await client.execute("SET", "k", "v") == b"OK"
         assert server.cli("-a", "s3cret", "-n", "3", "GET", "k").endswith("v")
         await client.close()
