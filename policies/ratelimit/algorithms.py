@@ -150,5 +150,6 @@ def bucket_status(debt: int, interval: int, burst: int) -> Status:
 
 
 def interval_of(count: float, period: float) -> int:
-    """Microseconds per token for a rate of `count` per `period` seconds (at least 1)."""
-    return max(1, round(period * MICROS / count))
+    """Whole microseconds per token for `count` per `period` seconds, rounded up: the bucket
+    never refills faster than configured (slower by at most one part in `1e6 / rate`)."""
+    return max(1, math.ceil(period * MICROS / count - 1e-9))

@@ -158,8 +158,8 @@ class RateLimitOptions(LimitFields):
     key: Key = Field(
         "client_ip",  # type: ignore[assignment]  # validated into a RequestKey (validate_default)
         description="What is counted: `client_ip`, `header.NAME`, `query.NAME`, "
-        "`session.FIELD`, `route` (one bucket for the route), or a list of these. Requests "
-        "that lack a part share one anonymous bucket. Default: `client_ip`.",
+        "`session.FIELD`, `route` (one bucket for the route), or a list of these. A part "
+        "the request lacks counts as one shared anonymous value. Default: `client_ip`.",
     )
     on_store_error: Literal["allow", "deny"] = Field(
         "allow",

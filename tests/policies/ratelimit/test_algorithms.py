@@ -145,7 +145,8 @@ def test_counters_weight_the_previous_window() -> None:
 def test_interval_and_seconds_round_as_documented() -> None:
     assert alg.interval_of(10, 1) == 100_000
     assert alg.interval_of(1000, 3600) == 3_600_000
-    assert alg.interval_of(3, 1) == 333_333
+    assert alg.interval_of(3, 1) == 333_334  # rounded up: never faster than configured
+    assert alg.interval_of(1_000_000, 1) == 1
     assert alg.seconds_up(1) == 1
     assert alg.seconds_up(SECOND) == 1
     assert alg.seconds_up(SECOND + 1) == 2

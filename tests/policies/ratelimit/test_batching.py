@@ -58,12 +58,12 @@ routes:
         policy(request("192.0.2.2"), upstream_ok),
         return_exceptions=True,
     )
-    stats = redis_server.cli("INFO", "commandstats")
-    calls = sum(
-        int(line.split("calls=")[1].split(",")[0])
-        for line in stats.splitlines()
-        if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:"))
-    )
+    calls = 0
+    for line in redis_server.cli("INFO", "commandstats").splitlines():
+        if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")):
+            fields = dict(item.split("=") for item in line.partition(":")[2].split(","))
+            # An EVALSHA answered NOSCRIPT (script not cached yet) is followed by an EVAL.
+            calls += int(fields["calls"]) - int(fields["failed_calls"])
     # One call per identity, yet decided in arrival order as separate calls would have been.
     assert calls == 2
     admitted = [a for a in answers[:8] if isinstance(a, Response)]
