@@ -14,11 +14,12 @@ docs/benchmarks.md and the raw samples to loadtest/reports/bench-<timestamp>/.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 import urllib.request
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `loadtest.*` importable
@@ -26,11 +27,14 @@ if __package__ in (None, ""):  # run as a script: make `loadtest.*` importable
 
 from gateway.errors import ConfigError
 from loadtest.benchtable import Row, make_rows, report
-from loadtest.common import create_sessions, render_config, write_json
+from loadtest.common import create_sessions, render_config, write_report
 from loadtest.measure import (
+    Sample,
     at_rate,
+    cpu_seconds,
     full_speed,
     nginx_installed,
+    process_tree,
     start_nginx,
     wrk_version,
 )
@@ -48,6 +52,7 @@ from loadtest.procs import (
 )
 
 HERE = Path(__file__).resolve().parent
+DOCS = str(HERE.parent / "docs" / "benchmarks.md")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="gateway (and proxy) processes")
     p.add_argument("--generator", choices=["auto", "wrk", "asyncio"], default="auto")
     p.add_argument("--no-access-log", action="store_true", help="gateway without access log")
-    p.add_argument("--output", default=str(HERE.parent / "docs" / "benchmarks.md"))
+    p.add_argument("--output", help=f"default: {DOCS} when every row runs; '-': print only")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target of issue 6 fails")
     args = p.parse_args(argv)
     args.keys = [k for k in args.rows.split(",") if k]
@@ -98,18 +103,26 @@ def check(row: Row, url: str) -> str:
     return ""
 
 
+@dataclass
+class Server:
+    """A server under test: its base URL and the processes whose CPU time is its cost."""
+
+    url: str
+    pids: list[int] = field(default_factory=list)
+
+
 def start_servers(
     args: argparse.Namespace, rows: list[Row], children: Children, logs: Path, tmp: Path
-) -> dict[str, str]:
-    """Start what the rows need; returns server -> base URL (rows without one are skipped)."""
+) -> dict[str, Server]:
+    """Start what the rows need; returns server name -> Server (rows without one are skipped)."""
     redis_url = start_redis(children, tmp, logs / "redis.log")
-    upstream_port = start_upstream(children, logs / "upstream.log")
-    bases = {"upstream": f"http://127.0.0.1:{upstream_port}"}
+    upstream_port, upstream = start_upstream(children, logs / "upstream.log")
+    servers = {"upstream": Server(f"http://127.0.0.1:{upstream_port}", [upstream.process.pid])}
     needed = {row.server for row in rows}
     if "nginx" in needed:
         if nginx_installed():
             port = free_port()
-            start_nginx(
+            nginx = start_nginx(
                 children,
                 tmp / "nginx",
                 port=port,
@@ -117,17 +130,20 @@ def start_servers(
                 workers=args.workers,
                 log=not args.no_access_log,
             )
-            bases["nginx"] = f"http://127.0.0.1:{port}"
+            servers["nginx"] = Server(f"http://127.0.0.1:{port}", [nginx.process.pid])
         else:
             skip(rows, "nginx", "nginx is not installed (apt-get install nginx)")
     if "aiohttp" in needed:
         port = free_port()
         argv = [sys.executable, "-m", "loadtest.proxy", "--port", str(port), "--reuse-port"]
-        argv += ["--upstream", bases["upstream"]]
-        for n in range(args.workers):
-            child = children.spawn(f"aiohttp proxy {n}", argv, log=logs / f"proxy-{n}.log")
-        wait_until(child, lambda: http_ok(f"http://127.0.0.1:{port}/fast"), "serving")
-        bases["aiohttp"] = f"http://127.0.0.1:{port}"
+        argv += ["--upstream", servers["upstream"].url]
+        proxies = [
+            children.spawn(f"aiohttp proxy {n}", argv, log=logs / f"proxy-{n}.log")
+            for n in range(args.workers)
+        ]
+        for proxy in proxies:
+            wait_until(proxy, lambda: http_ok(f"http://127.0.0.1:{port}/fast"), "serving")
+        servers["aiohttp"] = Server(f"http://127.0.0.1:{port}", [p.process.pid for p in proxies])
     if "gateway" in needed:
         port, admin_port = free_port(), free_port()
         env = dict(
@@ -144,7 +160,7 @@ def start_servers(
             if row.route in rendered.dropped:
                 row.skipped = rendered.dropped[row.route]
         rendered.write(logs / "gateway.yaml")
-        start_gateway(
+        gateway = start_gateway(
             children,
             logs / "gateway.yaml",
             workers=args.workers,
@@ -152,12 +168,12 @@ def start_servers(
             admin_port=admin_port,
             log=logs / "gateway.log",
         )
-        bases["gateway"] = f"http://127.0.0.1:{port}"
+        servers["gateway"] = Server(f"http://127.0.0.1:{port}", [gateway.process.pid])
         token = create_sessions(redis_url, 1)[0]["id"]
         for row in rows:
             if row.key in ("session", "all"):
                 row.headers["Authorization"] = f"Bearer {token}"
-    return bases
+    return servers
 
 
 def skip(rows: list[Row], server: str, why: str) -> None:
@@ -167,45 +183,46 @@ def skip(rows: list[Row], server: str, why: str) -> None:
             row.skipped = why
 
 
-def run_rounds(args: argparse.Namespace, rows: list[Row], bases: dict[str, str]) -> None:
+def timed(args: argparse.Namespace, row: Row, server: Server, duration: float) -> Sample:
+    """One full-speed sample of `row`, with the CPU its server processes spent on it."""
+    pids = process_tree(server.pids)  # now: a restarted gateway worker has a new pid
+    before = cpu_seconds(pids)
+    sample = full_speed(
+        server.url + row.path,
+        row.headers,
+        duration=duration,
+        connections=args.connections,
+        threads=args.threads,
+        use_wrk=args.generator == "wrk",
+    )
+    used = cpu_seconds(pids) - before
+    return replace(sample, cpu_us=used / sample.requests * 1e6 if sample.requests else math.nan)
+
+
+def run_rounds(args: argparse.Namespace, rows: list[Row], servers: dict[str, Server]) -> None:
     """Warm every row, then the interleaved rounds: full speed, then the fixed rate."""
     for row in rows:
         if not row.skipped:
-            url = bases[row.server] + row.path
+            url = servers[row.server].url + row.path
             for _ in range(3):  # a cache row needs its MISS stored first
                 urllib.request.urlopen(urllib.request.Request(url, headers=row.headers)).read()
             row.skipped = check(row, url)
     live = [row for row in rows if not row.skipped]
     for row in live:
-        full_speed(
-            bases[row.server] + row.path,
-            row.headers,
-            duration=1.0,
-            connections=args.connections,
-            threads=args.threads,
-            use_wrk=args.generator == "wrk",
-        )
+        timed(args, row, servers[row.server], 1.0)
     for n in range(1, args.rounds + 1):
         for row in live:
-            url = bases[row.server] + row.path
-            if why := check(row, url):
+            if why := check(row, servers[row.server].url + row.path):
                 print(f"  warning: {row.title}: {why}", file=sys.stderr)
-            sample = full_speed(
-                url,
-                row.headers,
-                duration=args.duration,
-                connections=args.connections,
-                threads=args.threads,
-                use_wrk=args.generator == "wrk",
-            )
+            sample = timed(args, row, servers[row.server], args.duration)
             row.throughput.append(sample)
             print(
                 f"round {n} {row.title:<22} {sample.rps:>9.0f} rps  p50 {sample.p50:6.2f} ms"
-                f"  p99 {sample.p99:6.2f} ms",
+                f"  p99 {sample.p99:6.2f} ms  {sample.cpu_us:6.0f} us CPU/req",
                 file=sys.stderr,
             )
         for row in live:
-            url = bases[row.server] + row.path
+            url = servers[row.server].url + row.path
             sample = at_rate(url, row.headers, rate=args.rate, duration=args.latency_duration)
             row.latency.append(sample)
             print(
@@ -226,11 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     interrupt_on_signals()
     try:
         with Children() as children, scratch_dir("bench-") as tmp:
-            bases = start_servers(args, rows, children, logs, tmp)
+            servers = start_servers(args, rows, children, logs, tmp)
             for row in rows:
                 if row.skipped:
                     print(f"{row.title}: skipped: {row.skipped}", file=sys.stderr)
-            run_rounds(args, rows, bases)
+            run_rounds(args, rows, servers)
     except KeyboardInterrupt:
         print(f"interrupted; every child process was stopped. Logs: {logs}", file=sys.stderr)
         return 130
@@ -239,10 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     text, ok = report(args, rows)
     print("\n" + text)
-    write_json(logs / "bench.json", {"args": vars(args), "rows": [asdict(row) for row in rows]})
-    if args.output != "-":
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"written to {args.output}; raw samples in {logs}/bench.json", file=sys.stderr)
+    write_report(logs / "bench.json", {"args": vars(args), "rows": [asdict(row) for row in rows]})
+    write_report(logs / "benchmarks.md", text)
+    # A partial table (--rows) must not replace the full one in the docs unless asked to.
+    output = args.output or (DOCS if set(args.keys) == {r.key for r in make_rows()} else None)
+    if output and output != "-":
+        write_report(Path(output), text)
+        print(f"written to {output}; raw samples in {logs}/bench.json", file=sys.stderr)
     return 1 if args.strict and not ok else 0
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import secrets
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,9 +124,16 @@ def create_sessions(redis_url: str, count: int, ttl: int = 3600) -> list[dict[st
     return sessions
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Pretty JSON, for reports a human may open."""
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+def write_report(path: Path, data: Any) -> None:
+    """Write a report file (pretty JSON unless `data` is text). A report directory removed
+    meanwhile (someone's `make clean`) is made again; a write that still fails is a warning,
+    never a lost run."""
+    text = data if isinstance(data, str) else json.dumps(data, indent=2, default=str) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"warning: cannot write {path}: {exc}", file=sys.stderr)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], markdown: bool = True) -> str:

@@ -32,6 +32,7 @@ import random
 import re
 import secrets
 import time
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -68,8 +69,21 @@ def header(resp: ResponseContextManager, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def record(resp: ResponseContextManager, name: str, label: str, error: str | None) -> None:
-    """Name the request `name [label]` and mark it failed when `error` says it was wrong."""
+Check = Callable[[ResponseContextManager], tuple[str, "str | None"]]
+
+
+def record(resp: ResponseContextManager, name: str, check: Check) -> None:
+    """Judge `resp` with `check` -> (label, error); name the request `name [label]` and mark
+    it failed when `error` says the answer was wrong. No answer at all, or one the check cannot
+    read, is wrong too (never a silent success, never a crashed user)."""
+    error: str | None
+    if resp.status_code == 0:
+        label, error = "no answer", f"no answer: {getattr(resp, 'error', None)!r}"
+    else:
+        try:
+            label, error = check(resp)
+        except Exception as exc:
+            label, error = str(resp.status_code), f"unreadable answer: {exc!r}"
     resp.request_meta["name"] = f"{name} [{label}]" if label else name
     if error is None:
         resp.success()  # type: ignore[no-untyped-call]
@@ -187,26 +201,25 @@ class _Scenario(FastHttpUser):
     # -- one request per task, shared by the scenario classes and the blend ------------------
     def passthrough(self, name: str = "passthrough") -> None:
         with self.client.get("/pass/fast", catch_response=True) as resp:
-            record(resp, name, "", check_passthrough(resp))
+            record(resp, name, lambda r: ("", check_passthrough(r)))
 
     def cached_read(self, name: str = "cached_reads") -> None:
         key = random.randrange(int(_env_float("LOADTEST_HOT_KEYS", 20)))
         with self.client.get(f"/cached/cacheable/k{key}", catch_response=True) as resp:
-            label, error = check_cached(resp)
-            record(resp, name, label, error)
+            record(resp, name, check_cached)
 
     def limited(self, name: str = "rate_limited") -> None:
         limit = int(_env_float("LOADTEST_RL_LIMIT", 100))
         window = int(_env_float("LOADTEST_RL_WINDOW", 1))
         with self.client.get("/limited/fast", catch_response=True) as resp:
-            record(resp, name, str(resp.status_code), check_rate_limit(resp, limit, window))
+            record(resp, name, lambda r: (str(r.status_code), check_rate_limit(r, limit, window)))
 
     def session_call(self, path: str, name: str) -> None:
         known = sessions()
         invalid = random.random() < _env_float("LOADTEST_INVALID_SHARE", 0.1)
         if not known and not invalid:
             with self.client.get(path, catch_response=True, name=name) as resp:
-                record(resp, name, "", "no sessions: set LOADTEST_SESSIONS (run.py does)")
+                record(resp, name, lambda r: ("", "no sessions: set LOADTEST_SESSIONS"))
             return
         session = None if invalid else random.choice(known)
         # Well-formed ids, so the gateway must ask Redis to learn they do not exist.
@@ -218,7 +231,7 @@ class _Scenario(FastHttpUser):
         else:
             headers["Cookie"] = f"sid={secret}"
         with self.client.get(path, headers=headers, catch_response=True) as resp:
-            record(resp, name, str(resp.status_code), check_session(resp, session, secret))
+            record(resp, name, lambda r: (str(r.status_code), check_session(r, session, secret)))
 
 
 class PassthroughUser(_Scenario):

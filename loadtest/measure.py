@@ -3,6 +3,8 @@ generator at a fixed rate, and NGINX as a private reverse proxy to compare with.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import statistics
@@ -31,6 +33,9 @@ class Sample:
     bad_status: int = 0
     errors: int = 0
     requests: int = 0
+    cpu_us: float = float("nan")
+    """CPU time the serving processes spent per answered request, in microseconds: unlike
+    throughput, barely moved by neighbours competing for the cores."""
 
 
 def median(samples: Sequence[Sample]) -> Sample:
@@ -42,7 +47,41 @@ def median(samples: Sequence[Sample]) -> Sample:
         bad_status=sum(s.bad_status for s in samples),
         errors=sum(s.errors for s in samples),
         requests=sum(s.requests for s in samples),
+        cpu_us=statistics.median(s.cpu_us for s in samples),
     )
+
+
+def spread(samples: Sequence[Sample]) -> float:
+    """Half the range of the rounds' throughput over its median: how noisy the row was."""
+    values = [s.rps for s in samples]
+    middle = statistics.median(values)
+    return (max(values) - min(values)) / 2 / middle if middle else float("nan")
+
+
+def process_tree(pids: Sequence[int]) -> list[int]:
+    """The given processes and all their descendants (gateway workers, NGINX workers)."""
+    out: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as handle:
+                    todo.extend(int(child) for child in handle.read().split())
+    return out
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds used so far by `pids` (Linux /proc; 0 where unreadable)."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{pid}/stat") as handle:
+                # Fields after the ")" that ends the command name: utime and stime are 12, 13.
+                fields = handle.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wrk_version() -> str | None:

@@ -220,13 +220,13 @@ def start_redis(children: Children, workdir: Path, log: Path) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def start_upstream(children: Children, log: Path) -> int:
-    """loadtest/upstream.py on a free port; returns the port."""
+def start_upstream(children: Children, log: Path) -> tuple[int, Child]:
+    """loadtest/upstream.py on a free port; returns the port and the process."""
     port = free_port()
     argv = [sys.executable, "-m", "loadtest.upstream", "--port", str(port)]
     child = children.spawn("upstream", argv, log=log)
     wait_until(child, lambda: http_ok(f"http://127.0.0.1:{port}/fast"), "serving")
-    return port
+    return port, child
 
 
 def start_gateway(

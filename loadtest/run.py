@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `loadtest.*` importable
 
 from gateway.errors import ConfigError
 from loadtest.checks import Limits, Outcome, judge, load_thresholds
-from loadtest.common import create_sessions, render_config, table, write_json
+from loadtest.common import create_sessions, render_config, table, write_report
 from loadtest.procs import (
     Children,
     StartupError,
@@ -157,7 +157,7 @@ def run_all(
     invalid_share = invalid.shares.get("401", {}).get("expected", 0.1) if invalid else 0.1
 
     redis_url = start_redis(children, tmp, report / "redis.log")
-    upstream_port = start_upstream(children, report / "upstream.log")
+    upstream_port, _ = start_upstream(children, report / "upstream.log")
     port, admin_port = free_port(), free_port()
     env = dict(
         os.environ,
@@ -175,7 +175,7 @@ def run_all(
         print(f"route {route!r} left out: {why}", file=sys.stderr)
     config = report / "gateway.yaml"
     rendered.write(config)
-    start_gateway(
+    gateway = start_gateway(
         children,
         config,
         workers=args.workers,
@@ -196,8 +196,9 @@ def run_all(
     for scenario in args.names:
         limits = thresholds.get(scenario)
         missing = [r for r in SCENARIOS[scenario][1] if r not in served]
-        if limits is None or missing:
-            why = "no thresholds" if limits is None else rendered.dropped[missing[0]]
+        if limits is None or missing or not gateway.alive:
+            why = "no thresholds" if limits is None else "the gateway exited"
+            why = rendered.dropped[missing[0]] if missing else why
             outcomes.append(Outcome(scenario, skipped=why))
             print(f"{scenario}: skipped: {why}", file=sys.stderr)
             continue
@@ -217,6 +218,7 @@ def run_all(
         note = f" without {', '.join(exclude)}" if scenario == "mixed" and exclude else ""
         print(f"{scenario}: {rate:g} rps offered by {users} users for {args.duration:g}s{note}")
         prefix = report / scenario
+        restarts = worker_restarts(report / "gateway.log")
         run_locust(args, children, scenario, limits, prefix, host, scenario_env, exclude)
         expected: dict[str, float] = {}
         if scenario == "rate_limited":
@@ -231,8 +233,21 @@ def run_all(
             expected=expected,
             errors_only=args.checks == "errors",
         )
+        # A worker that crashed under load is wrong behaviour, even if the others hid it.
+        if crashed := worker_restarts(report / "gateway.log") - restarts:
+            outcome.misses.append(f"{crashed} gateway worker(s) died and were replaced")
+        if not gateway.alive:
+            outcome.misses.append("the gateway exited during the run (see gateway.log)")
         outcomes.append(outcome)
     return outcomes
+
+
+def worker_restarts(log: Path) -> int:
+    """How many times the supervisor replaced a dead worker, per its log so far."""
+    try:
+        return log.read_text(errors="replace").count("; replacing it")
+    except OSError:
+        return 0
 
 
 def summarize(outcomes: list[Outcome], report: Path) -> str:
@@ -275,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     summary = summarize(outcomes, report)
     print("\n" + summary)
-    (report / "summary.md").write_text(summary, encoding="utf-8")
-    write_json(report / "summary.json", [vars(o) | {"verdict": o.verdict} for o in outcomes])
+    write_report(report / "summary.md", summary)
+    write_report(report / "summary.json", [vars(o) | {"verdict": o.verdict} for o in outcomes])
     requested = args.scenario != "all"
     failed = any(o.misses or (requested and o.skipped) for o in outcomes)
     ran = any(not o.skipped for o in outcomes)
