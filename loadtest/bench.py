@@ -14,6 +14,7 @@ docs/benchmarks.md and the raw samples to loadtest/reports/bench-<timestamp>/.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -50,6 +51,7 @@ from loadtest.procs import (
     start_upstream,
     wait_until,
 )
+from loadtest.profile import profile
 
 HERE = Path(__file__).resolve().parent
 DOCS = str(HERE.parent / "docs" / "benchmarks.md")
@@ -70,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--generator", choices=["auto", "wrk", "asyncio"], default="auto")
     p.add_argument("--no-access-log", action="store_true", help="gateway without access log")
     p.add_argument("--output", help=f"default: {DOCS} when every row runs; '-': print only")
+    p.add_argument("--profile", help="gateway rows to sample with py-spy after the rounds")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target of issue 6 fails")
     args = p.parse_args(argv)
     args.keys = [k for k in args.rows.split(",") if k]
@@ -79,8 +82,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.generator = "wrk" if wrk_version() else "asyncio"
     elif args.generator == "wrk" and not wrk_version():
         p.error("wrk is not installed (apt-get install wrk), use --generator asyncio")
-    if min(args.duration, args.latency_duration, args.rate, args.rounds, args.workers) <= 0:
-        p.error("durations, --rate, --rounds and --workers must be positive")
+    args.profile = [k for k in (args.profile or "").split(",") if k]
+    gateway_rows = {row.key for row in make_rows() if row.server == "gateway"}
+    if not set(args.profile) <= gateway_rows:
+        p.error(f"--profile takes gateway rows: {', '.join(sorted(gateway_rows))}")
+    args.keys += [k for k in args.profile if k not in args.keys]
+    if args.rounds < (0 if args.profile else 1):
+        p.error("--rounds must be positive (or 0 with --profile: profile only)")
+    if min(args.duration, args.latency_duration, args.rate, args.workers) <= 0:
+        p.error("durations, --rate and --workers must be positive")
     return args
 
 
@@ -248,12 +258,28 @@ def main(argv: list[str] | None = None) -> int:
                 if row.skipped:
                     print(f"{row.title}: skipped: {row.skipped}", file=sys.stderr)
             run_rounds(args, rows, servers)
+            for row in rows:
+                if row.key in args.profile and not row.skipped:
+                    server = servers[row.server]
+                    workers = process_tree(server.pids)[1:]  # not the idle supervisor
+                    print(f"profile of {row.title} ({args.duration:g} s at full speed):")
+                    print(
+                        profile(
+                            workers,
+                            functools.partial(timed, args, row, server, args.duration),
+                            duration=args.duration,
+                            out=logs,
+                            label=row.key,
+                        )
+                    )
     except KeyboardInterrupt:
         print(f"interrupted; every child process was stopped. Logs: {logs}", file=sys.stderr)
         return 130
     except (StartupError, RuntimeError, ConfigError, OSError) as exc:
         print(f"bench could not run: {exc}\nlogs: {logs}", file=sys.stderr)
         return 1
+    if not args.rounds:
+        return 0
     text, ok = report(args, rows)
     print("\n" + text)
     write_report(logs / "bench.json", {"args": vars(args), "rows": [asdict(row) for row in rows]})
