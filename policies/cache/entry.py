@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
 
@@ -48,8 +48,10 @@ class Entry:
     """The Vary field names it was stored under, sorted, lower case, comma-joined."""
     stored_at: float = 0.0
     """Store clock (seconds) at the time it was stored; not part of the encoded value."""
-    _etag: str | None = field(default=None, repr=False)
-    _validator_time: float | None = field(default=None, repr=False)
+    # Derived from the headers (never passed in, so a copy cannot carry stale ones).
+    _etag: str | None = field(default=None, init=False, repr=False)
+    _validator_time: float | None = field(default=None, init=False, repr=False)
+    _template: CIMultiDict[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._etag = self.header("ETag")
@@ -121,7 +123,10 @@ class Entry:
 
     def response(self, *, age: float, result: str, head: bool) -> Response:
         """The stored response as sent: stored headers, a generated Age, X-Cache."""
-        headers: CIMultiDict[str] = CIMultiDict(self.headers)
+        # Copying a ready CIMultiDict is several times cheaper than building one (hot path).
+        if self._template is None:
+            self._template = CIMultiDict(self.headers)
+        headers = self._template.copy()
         headers["Age"] = age_header(age)
         headers["X-Cache"] = result
         if head:
@@ -152,7 +157,3 @@ class Entry:
             if name.lower() in replaced:
                 merged.add(name, value)
         return merged
-
-    def with_(self, **changes: object) -> Entry:
-        """A copy with some fields replaced (validators re-derived)."""
-        return replace(self, **changes)  # type: ignore[arg-type]

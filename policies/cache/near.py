@@ -2,8 +2,8 @@
 
 The near cache never decides freshness: an entry carries the store-clock time it was stored
 at, and the policy computes its age from that, exactly as for an entry read from Redis. It
-only saves the round trip, and it is dropped within milliseconds of any change elsewhere
-(see `events`).
+only saves the round trip (and the key hashing: it is keyed by the request's own route, host,
+path and query), and it is dropped within milliseconds of any change elsewhere (`events`).
 """
 
 from __future__ import annotations
@@ -12,48 +12,81 @@ from collections import OrderedDict
 
 from policies.cache.entry import Entry
 
+NearKey = tuple[str, str, str, str]
+"""(route, host, path, query string as sent): what an anonymous request names."""
+
+
+class NearItem:
+    """One URI's variants held in memory."""
+
+    __slots__ = ("names", "size", "tag", "variants", "vary")
+
+    def __init__(self, tag: str, vary: str) -> None:
+        self.tag = tag
+        self.vary = vary
+        self.names = tuple(vary.split(",")) if vary else ()
+        self.variants: dict[str, Entry] = {}
+        self.size = 0
+
 
 class NearCache:
-    """URI tag -> variant id -> entry, least recently used URI evicted beyond `max_bytes`."""
+    """Near key -> variants, least recently used evicted beyond `max_bytes`; droppable by the
+    URI's store tag (what events name)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.used = 0
-        self._data: OrderedDict[str, dict[str, Entry]] = OrderedDict()
+        self._data: OrderedDict[NearKey, NearItem] = OrderedDict()
+        self._keys: dict[str, set[NearKey]] = {}
 
-    def get(self, tag: str, variant: str) -> Entry | None:
-        variants = self._data.get(tag)
-        if variants is None:
-            return None
-        entry = variants.get(variant)
-        if entry is not None:
-            self._data.move_to_end(tag)
-        return entry
+    def get(self, key: NearKey) -> NearItem | None:
+        item = self._data.get(key)
+        if item is not None:
+            self._data.move_to_end(key)
+        return item
 
-    def put(self, tag: str, variant: str, entry: Entry) -> None:
+    def put(self, key: NearKey, tag: str, vary: str, variant: str, entry: Entry) -> None:
         size = entry.size
         if size > self.max_bytes // 8:
             return  # a few big bodies must not flush every hot small one
-        variants = self._data.setdefault(tag, {})
-        old = variants.get(variant)
+        item = self._data.get(key)
+        if item is None or item.tag != tag or item.vary != vary:
+            self._remove(key)
+            item = self._data[key] = NearItem(tag, vary)
+            self._keys.setdefault(tag, set()).add(key)
+        old = item.variants.get(variant)
         if old is not None:
+            item.size -= old.size
             self.used -= old.size
-        variants[variant] = entry
+        item.variants[variant] = entry
+        item.size += size
         self.used += size
-        self._data.move_to_end(tag)
+        self._data.move_to_end(key)
         while self.used > self.max_bytes and self._data:
-            _, evicted = self._data.popitem(last=False)
-            self.used -= sum(e.size for e in evicted.values())
+            self._remove(next(iter(self._data)))
 
     def drop(self, tag: str | None) -> None:
-        """Forget one URI (all its variants), or everything for None."""
+        """Forget one URI (every variant, under every key naming it), or all for None."""
         if tag is None:
             self._data.clear()
+            self._keys.clear()
             self.used = 0
             return
-        variants = self._data.pop(tag, None)
-        if variants is not None:
-            self.used -= sum(e.size for e in variants.values())
+        for key in self._keys.pop(tag, ()):
+            item = self._data.pop(key, None)
+            if item is not None:
+                self.used -= item.size
+
+    def _remove(self, key: NearKey) -> None:
+        item = self._data.pop(key, None)
+        if item is None:
+            return
+        self.used -= item.size
+        keys = self._keys.get(item.tag)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys[item.tag]
 
     def __len__(self) -> int:
         return len(self._data)

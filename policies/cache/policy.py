@@ -28,6 +28,7 @@ from policies.cache.config import CacheOptions
 from policies.cache.entry import CorruptEntry, Entry
 from policies.cache.events import events_for
 from policies.cache.freshness import (
+    NO_DIRECTIVES,
     NO_VARIANT,
     Use,
     current_age,
@@ -117,11 +118,35 @@ class Cache(Upstream, Policy):
     async def __call__(self, request: Request, call_next: Handler) -> Response:
         method = request.method
         if method == "GET" or method == "HEAD":
+            if self.near is not None:
+                hit = self._near_hit(request, self.near)
+                if hit is not None:
+                    return hit
             return await self._read(request, call_next)
         response = await call_next(request)
         if method not in SAFE_METHODS and 200 <= response.status < 400:
             await invalidate_after_write(self, request, response)
         return self._done(request, response, BYPASS)
+
+    def _near_hit(self, request: Request, near: NearCache) -> Response | None:
+        """The hot path: a fresh entry held in this process, for a plain anonymous request.
+        Anything else (request directives, sessions, a miss) takes the full path."""
+        if not self.events.subscribed or "Cache-Control" in request.headers:
+            return None
+        if request.context.get("session") or self._credentialed(request):
+            return None
+        item = near.get((request.route.name, request.host, request.path, request.query_string))
+        if item is None:
+            return None
+        variant = variant_id(item.names, request.headers) if item.names else NO_VARIANT
+        entry = item.variants.get(variant)
+        if entry is None:
+            return None
+        now = time.time() + self._offset
+        age = current_age(entry.initial_age, entry.stored_at, now)
+        if usable(age, entry.freshness, NO_DIRECTIVES) is not Use.FRESH:
+            return None
+        return self._done(request, from_entry(request, entry, age=age, result=HIT, now=now), HIT)
 
     async def _read(self, request: Request, call_next: Handler) -> Response:
         cc = request_directives(request.headers.getall("Cache-Control", []))
@@ -142,15 +167,10 @@ class Cache(Upstream, Policy):
         timeouts = route.upstream.config.timeouts
         wait = timeouts.connect + timeouts.read
         p = Pending(request, call_next, cc, uri, session, int(wait * 1000) + 1000, wait)
+        if not session:
+            p.near_key = (route.name, request.host, request.path, request.query_string)
         p.vary = self.hints.get(uri.tag)
-        p.variant = variant_id(p.vary.split(","), request.headers) if p.vary else NO_VARIANT
-        if self.near is not None and self.events.subscribed:
-            entry = self.near.get(uri.tag, p.variant)
-            if entry is not None:
-                now = time.time() + self._offset
-                age = current_age(entry.initial_age, entry.stored_at, now)
-                if usable(age, entry.freshness, cc) is Use.FRESH:
-                    return self._served(p, entry, age, HIT, now)
+        p.variant = self._variant(p.vary, request)
         try:
             mark = self.events.mark()
             found = await self._lookup(p, lock=not p.shaped and request.method == "GET")
@@ -199,8 +219,12 @@ class Cache(Upstream, Policy):
         age = current_age(entry.initial_age, entry.stored_at, now)
         use = usable(age, entry.freshness, p.cc)
         if use is Use.FRESH:
-            if self.near is not None and self.events.unchanged_since(p.uri.tag, mark):
-                self.near.put(p.uri.tag, p.variant, entry)
+            if (
+                self.near is not None
+                and p.near_key is not None
+                and self.events.unchanged_since(p.uri.tag, mark)
+            ):
+                self.near.put(p.near_key, p.uri.tag, entry.vary, p.variant, entry)
             return self._served(p, entry, age, HIT, now)
         if use is Use.STALE:
             return self._served(p, entry, age, STALE, now)

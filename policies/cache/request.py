@@ -11,6 +11,7 @@ from gateway.http import Handler, Request
 from gateway.keys import ANONYMOUS, digest
 from policies.cache.entry import Entry
 from policies.cache.freshness import RequestDirectives
+from policies.cache.near import NearKey
 from policies.cache.store import Uri
 
 CONDITIONAL = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
@@ -36,6 +37,8 @@ class Pending:
     """Store clock (µs) at the last lookup: a fill started then must not store an answer
     that an invalidation since has made obsolete."""
     rounds: int = 0
+    near_key: NearKey | None = None
+    """Set for anonymous requests: their answers may be held in the near cache."""
     token: str = field(default_factory=lambda: os.urandom(12).hex())
 
     @property

@@ -192,6 +192,7 @@ class Upstream:
             p.vary,
             p.variant,
             p.started_us,
+            near_key=p.near_key,
         )
         task = self.context.background.spawn(self._refresh(background, entry), name="cache")
         task.add_done_callback(lambda _: self._refreshing.discard(key))

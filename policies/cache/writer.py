@@ -188,7 +188,8 @@ class Writer:
         self.events.touch(uri.tag)
         if self.near is not None:
             self.near.drop(uri.tag)
-            self.near.put(uri.tag, variant, entry)
+            if p.near_key is not None:
+                self.near.put(p.near_key, uri.tag, entry.vary, variant, entry)
         index = Index(self.scope, p.request.route.name)
         await self._quietly(
             self.cache.index_add(index, uri, stored_ms + int(keep * 1000)),
