@@ -1,12 +1,14 @@
 """The Lua scripts' Python twins, for the memory store (one process, so each call is atomic).
 
 Each twin mirrors its `.lua` file step by step and returns what Redis would (ints, bytes,
-lists, None). The entry hash is a dict of the same fields; the purge index is one dict
-member -> deadline under the index key (the Lua side needs two sorted sets for that).
+lists, None). The entry hash is a dict of the same fields; the purge index is one
+`_Index` (member -> deadline) under the index key (the Lua side needs two sorted sets).
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -131,24 +133,63 @@ def invalidate(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -
     return dropped
 
 
-def _index(keyspace: Keyspace, key: str) -> dict[bytes, int]:
+class _Index(dict[bytes, int]):
+    """member -> deadline (ms), changed in place: a copy per call would cost O(members).
+
+    A heap finds expired members in O(log n); a sorted list (rebuilt after additions) serves
+    ranges; the keyspace re-accounts the value's size whenever it doubled or halved.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heap: list[tuple[int, bytes]] = []
+        self.ordered: list[bytes] | None = None
+        self.accounted = 0
+        self.latest = 0
+
+    def sorted_members(self) -> list[bytes]:
+        if self.ordered is None:
+            self.ordered = sorted(self)
+        return self.ordered
+
+
+def _index(keyspace: Keyspace, key: str) -> _Index | None:
     value = keyspace.get(key)
-    return dict(value) if isinstance(value, dict) else {}
+    return value if isinstance(value, _Index) else None
+
+
+def _keep_index(keyspace: Keyspace, key: str, index: _Index, now: int) -> None:
+    if not index:
+        keyspace.delete(key)
+        return
+    ttl = max(1, index.latest - now) / 1000
+    size = len(index)
+    if keyspace.get(key) is not index or size > 2 * index.accounted or 2 * size < index.accounted:
+        index.accounted = size
+        keyspace.set(key, index, ttl)
+    else:
+        keyspace.expire(key, ttl)
 
 
 def index_add(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> int:
     now = _now_ms(keyspace)
-    index = _index(keyspace, keys[0])
+    index = _index(keyspace, keys[0]) or _Index()
     member, deadline = _b(args[0]), int(args[1])
-    index[member] = max(index.get(member, deadline), deadline)
-    gone = sorted((d, m) for m, d in index.items() if d <= now)[:64]
-    for _, old in gone:
-        del index[old]
-    if index:
-        keyspace.set(keys[0], index, max(1, max(index.values()) - now) / 1000)
-    else:
-        keyspace.delete(keys[0])
-    return len(gone)
+    if index.get(member, -1) < deadline:
+        if member not in index:
+            index.ordered = None
+        index[member] = deadline
+        heapq.heappush(index.heap, (deadline, member))
+        index.latest = max(index.latest, deadline)
+    gone = 0
+    while index.heap and index.heap[0][0] <= now and gone < 64:
+        expired, old = heapq.heappop(index.heap)
+        if index.get(old) == expired:
+            del index[old]
+            index.ordered = None
+            gone += 1
+    _keep_index(keyspace, keys[0], index, now)
+    return gone
 
 
 def _bound(value: bytes) -> tuple[bytes, bool]:
@@ -161,25 +202,29 @@ def _bound(value: bytes) -> tuple[bytes, bool]:
 
 
 def index_range(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> list[bytes]:
+    index = _index(keyspace, keys[0])
+    if index is None:
+        return []
     low, low_in = _bound(_b(args[0]))
     high, high_in = _bound(_b(args[1]))
-    out = []
-    for member in sorted(_index(keyspace, keys[0])):
-        if (member > low or (low_in and member == low)) and (
-            member < high or (high_in and member == high)
-        ):
-            out.append(member)
-            if len(out) >= int(args[2]):
-                break
+    members = index.sorted_members()
+    at = bisect.bisect_left(members, low) if low_in else bisect.bisect_right(members, low)
+    out: list[bytes] = []
+    for member in members[at:]:
+        if member > high or (member == high and not high_in) or len(out) >= int(args[2]):
+            break
+        out.append(member)
     return out
 
 
 def index_remove(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> int:
     index = _index(keyspace, keys[0])
-    for member in args:
-        index.pop(_b(member), None)
-    if index:
-        keyspace.set(keys[0], index, keyspace.ttl(keys[0]))
-    else:
-        keyspace.delete(keys[0])
+    if index is None:
+        return len(args)
+    for raw in args:
+        member = _b(raw)
+        if index.pop(member, None) is not None and index.ordered is not None:
+            at = bisect.bisect_left(index.ordered, member)
+            del index.ordered[at]
+    _keep_index(keyspace, keys[0], index, _now_ms(keyspace))
     return len(args)

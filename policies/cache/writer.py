@@ -22,7 +22,7 @@ from policies.cache.freshness import Freshness, assess, initial_age, variant_id
 from policies.cache.near import NearCache, VaryHints
 from policies.cache.request import Pending
 from policies.cache.store import CacheStore, Index, Uri
-from policies.cache.syntax import parse_age, parse_http_date, vary_names
+from policies.cache.syntax import format_http_date, parse_age, parse_http_date, vary_names
 
 log = logging.getLogger("policies.cache")
 
@@ -96,13 +96,17 @@ class Writer:
         body = await response.read(self.options.max_body)
         if body is None:
             return "too big"
+        headers = [
+            (name, value)
+            for name, value in response.headers.items()
+            if name.lower() not in verdict.omit and name.lower() != "x-cache"
+        ]
+        if "Date" not in response.headers:
+            # RFC 9110 6.6.1: a response cached without Date gets the time it arrived.
+            headers.append(("Date", format_http_date(response_time)))
         entry = Entry(
             status=response.status,
-            headers=[
-                (name, value)
-                for name, value in response.headers.items()
-                if name.lower() not in verdict.omit and name.lower() != "x-cache"
-            ],
+            headers=headers,
             body=body,
             initial_age=initial_age(
                 age=parse_age(response.headers.getall("Age", [])),
@@ -153,7 +157,10 @@ class Writer:
             stored_at=entry.stored_at,
         )
         if verdict.reason is not None:
-            await self.drop([p.uri], p.lock_ms)
+            try:
+                await self.drop([p.uri], p.lock_ms)
+            except StoreUnavailable as exc:
+                log.warning("cache store failed: %s", exc)
             await self.release(p, lock_key)
             return fresh
         reason = await self._put(p, fresh, p.variant, lock_key)
