@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import pytest
 from aiohttp import web
 
-from tests.policies.cache.conftest import Pair, config, eventually, fetch
+from policies.cache.store import uri_key
+from tests.policies.cache.conftest import HOST, Pair, config, eventually, fetch
 from tests.support.upstream import Upstream, pattern
 
 
@@ -277,3 +279,17 @@ async def test_a_3mb_body_streams_through_unstored(
     second = await fetch(b, path)
     assert (second.cache, second.body == pattern(size)) == ("MISS", True)
     assert upstream.hits[f"/bytes/{size}"] == 2
+
+
+async def test_a_lost_lock_holder_only_delays_the_next_miss(pair: Pair, upstream: Upstream) -> None:
+    versions(upstream, "/orphan", headers={"Cache-Control": "max-age=60"})
+    a, b = await pair(config("ttl: 1s"))
+    # A gateway that took the fill lock and died: nobody will ever announce its answer.
+    uri = uri_key("route:site", "site", HOST, "/orphan", "")
+    assert await a.store.set(uri.lock("-"), b"dead-gateway", ttl=0.4, nx=True)
+    started = time.monotonic()
+    answer = await fetch(b, "/orphan")
+    waited = time.monotonic() - started
+    assert (answer.status, answer.cache, answer.text) == (200, "MISS", "v1")
+    assert 0.3 < waited < 2.0  # bounded by the lock's expiry, not by the upstream timeout
+    assert (await fetch(a, "/orphan")).cache == "HIT"
