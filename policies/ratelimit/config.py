@@ -102,9 +102,8 @@ class LimitFields(Options):
             if getattr(self, name) is None
         ]
         if self.window is not None and not _MIN_WINDOW <= self.window <= _MAX_MICROS / 1e6:
-            problems.append(
-                _problem(("window",), "window must be at least 1ms (and under 35 years)", 0)
-            )
+            message = "window must be at least 1ms (and under 35 years)"
+            problems.append(_problem(("window",), message, self.window))
         if self.rate is not None and self.rate.per_second > 1e6:
             problems.append(_problem(("rate",), "rate must be at most 1000000/s", str(self.rate)))
         if algorithm == "token_bucket" and self.burst is not None:

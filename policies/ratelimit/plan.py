@@ -30,7 +30,6 @@ class Plan:
     suffixes: tuple[str, ...]
     """Per limit, the end of its store key: index and algorithm (and the fixed window's
     length for the approximate counter, whose state means nothing under another length)."""
-    names: tuple[str, ...]
     policy_field: str
     """The whole `RateLimit-Policy` value: `"name";q=100;w=60, ...`."""
     state_prefixes: tuple[str, ...]
@@ -79,7 +78,6 @@ def make_plan(limits: Sequence[LimitFields], names: Sequence[str]) -> Plan:
     return Plan(
         args=tuple(args),
         suffixes=tuple(suffixes),
-        names=tuple(names),
         policy_field=", ".join(policies),
         state_prefixes=tuple(prefixes),
         summary=", ".join(summaries),
