@@ -64,7 +64,9 @@ async def test_redis_reconnect_reports_loss_then_resubscription(
         await seen.until(lambda: seen.statuses == [True])
         admin = aioredis.Redis.from_url(redis_url)
         try:
-            killed = await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            killed = await admin.execute_command(  # type: ignore[no-untyped-call]
+                "CLIENT", "KILL", "TYPE", "pubsub"
+            )
         finally:
             await admin.aclose()
         assert killed >= 1

@@ -84,8 +84,12 @@ class Origin:
 
 
 LM = -100_000
-FRESH = [("Expires", 100_000), ("Cache-Control", "max-age=100000"), ("Last-Modified", 0)]
-STALE = [("Expires", -5000), ("Last-Modified", LM), ("Date", 0)]
+FRESH: list[Header] = [
+    ("Expires", 100_000),
+    ("Cache-Control", "max-age=100000"),
+    ("Last-Modified", 0),
+]
+STALE: list[Header] = [("Expires", -5000), ("Last-Modified", LM), ("Date", 0)]
 
 CASES: dict[str, list[Step]] = {
     "freshness-none": [Step(), Step(expect="not_cached")],

@@ -10,10 +10,10 @@ from policies.cache.freshness import Freshness
 from policies.cache.near import NearCache, VaryHints
 
 
-def entry(body: bytes = b"hello", **headers: str) -> Entry:
+def entry(body: bytes = b"hello", fields: dict[str, str] | None = None, **headers: str) -> Entry:
     return Entry(
         status=200,
-        headers=[("Content-Type", "text/plain"), *headers.items()],
+        headers=[("Content-Type", "text/plain"), *headers.items(), *(fields or {}).items()],
         body=body,
         initial_age=3.5,
         freshness=Freshness(60, stale_while_revalidate=5, stale_if_error=7, no_stale=True),
@@ -61,14 +61,14 @@ def test_served_headers() -> None:
 
 
 def test_not_modified_carries_only_validator_and_cache_fields() -> None:
-    stored = entry(ETag='"x"', Vary="Accept-Encoding", **{"Cache-Control": "max-age=60"})
+    stored = entry(ETag='"x"', Vary="Accept-Encoding", fields={"Cache-Control": "max-age=60"})
     response = stored.not_modified(age=1, result="HIT")
     assert response.status == 304
     assert set(response.headers) == {"ETag", "Vary", "Cache-Control", "Age", "X-Cache"}
 
 
 def test_304_updates_every_field_but_content_length_and_age() -> None:
-    stored = entry(ETag='"x"', Age="5", **{"Content-Length": "5", "X-Old": "keep"})
+    stored = entry(ETag='"x"', Age="5", fields={"Content-Length": "5", "X-Old": "keep"})
     update = CIMultiDict(
         [("Content-Type", "text/html"), ("Content-Length", "0"), ("X-New", "1"), ("X-New", "2")]
     )
