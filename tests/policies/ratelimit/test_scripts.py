@@ -7,6 +7,7 @@ behaviour (SCRIPT FLUSH, two requests in one microsecond) with the real server.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -85,6 +86,7 @@ async def test_window_passing_frees_the_places(store: Store, peek: Peek) -> None
 
 async def test_token_bucket_burst_then_refill(store: Store, peek: Peek) -> None:
     limit = bucket(10, 5)
+    started = time.monotonic()
     answers = [await check(store, limit) for _ in range(6)]
     assert [a[0] for a in answers] == [1, 1, 1, 1, 1, 0]
     assert [a[2] for a in answers] == [4, 3, 2, 1, 0, 0]
@@ -93,7 +95,9 @@ async def test_token_bucket_burst_then_refill(store: Store, peek: Peek) -> None:
     assert ttl is not None
     assert 0.3 < ttl <= 0.5  # the bucket is full again 500 ms after the first request
     await asyncio.sleep(0.25)  # refill: two tokens at 10/s
-    assert [(await check(store, limit))[0] for _ in range(3)] == [1, 1, 0]
+    admitted = sum([(await check(store, limit))[0] for _ in range(4)])
+    # At least the 2.5 tokens of the sleep; more only if the machine was slow.
+    assert 2 <= admitted <= int((time.monotonic() - started) / 0.1)
 
 
 async def test_token_bucket_cost_and_sub_second_refill(store: Store) -> None:

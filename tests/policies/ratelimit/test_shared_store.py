@@ -71,12 +71,12 @@ async def test_two_gateways_admit_exactly_the_limit_of_120_concurrent(
 async def test_token_bucket_burst_of_30_concurrent_then_refill_at_the_rate(
     make_gateway: GatewayFactory, redis_stores: StoreFactory
 ) -> None:
-    config = HEAD + "      - rate_limit: {algorithm: token_bucket, rate: 2/s, burst: 5}\n"
+    config = HEAD + "      - rate_limit: {algorithm: token_bucket, rate: 1/s, burst: 5}\n"
     gateways = [await make_gateway(config, store=redis_stores()) for _ in range(2)]
     assert await burst(gateways, 30) == Counter({200: 5, 429: 25})
     for _ in range(2):
-        # One token every 500 ms: after a little more than one interval, exactly one is there.
-        await asyncio.sleep(0.55)
+        # One token a second: a little more than one interval later, exactly one is there.
+        await asyncio.sleep(1.05)
         assert await burst(gateways, 6) == Counter({200: 1, 429: 5})
 
 
