@@ -8,13 +8,13 @@ conditional request from a stored response.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from gateway.keys import digest
 from policies.cache.syntax import (
     MAX_DELTA,
     Directives,
@@ -322,13 +322,31 @@ def selecting_value(name: str, lines: list[str]) -> str | None:
 
 
 def variant_id(names: Iterable[str], headers: Fields) -> str:
-    """The secondary key of a request for a response varying on `names` (sorted, lower)."""
-    parts: list[str] = []
+    """The secondary key of a request for a response varying on `names` (sorted, lower).
+
+    SHA-1 of one line per name, `name=value` or `name\0absent`: lookup.lua computes the
+    same with `redis.sha1hex` when the caller does not know the URI's Vary yet.
+    """
+    lines: list[str] = []
     for name in names:
         value = selecting_value(name, headers.getall(name, []))
-        parts.append(name)
-        parts.append("\x00absent" if value is None else "=" + value)
-    return digest("vary", *parts) if parts else NO_VARIANT
+        lines.append(f"{name}\x00absent" if value is None else f"{name}={value}")
+    if not lines:
+        return NO_VARIANT
+    return hashlib.sha1("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def selecting_pairs(headers: Iterable[tuple[str, str]]) -> list[str]:
+    """Every request header as `[name, selecting value, ...]` (lower-case names, lines
+    combined), for a lookup that must find the variant before knowing the Vary names."""
+    lines: dict[str, list[str]] = {}
+    for name, value in headers:
+        lines.setdefault(name.lower(), []).append(value)
+    pairs: list[str] = []
+    for name, values in lines.items():
+        pairs.append(name)
+        pairs.append(selecting_value(name, values) or "")
+    return pairs
 
 
 def not_modified(

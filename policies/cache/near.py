@@ -103,13 +103,11 @@ class VaryHints:
         self.size = size
         self._data: OrderedDict[str, str] = OrderedDict()
 
-    def get(self, tag: str) -> str:
-        return self._data.get(tag, "")
+    def get(self, tag: str) -> str | None:
+        """The names ("" for none), or None when this process has not seen the URI."""
+        return self._data.get(tag)
 
     def put(self, tag: str, vary: str) -> None:
-        if not vary:
-            self._data.pop(tag, None)  # "" is the default: keep the table for real hints
-            return
         self._data[tag] = vary
         self._data.move_to_end(tag)
         if len(self._data) > self.size:

@@ -33,6 +33,7 @@ from policies.cache.freshness import (
     Use,
     current_age,
     request_directives,
+    selecting_pairs,
     usable,
     variant_id,
     while_revalidating,
@@ -169,7 +170,9 @@ class Cache(Upstream, Policy):
         p = Pending(request, call_next, cc, uri, session, int(wait * 1000) + 1000, wait)
         if not session:
             p.near_key = (route.name, request.host, request.path, request.query_string)
-        p.vary = self.hints.get(uri.tag)
+        hint = self.hints.get(uri.tag)
+        p.vary_known = hint is not None
+        p.vary = hint or ""
         p.variant = self._variant(p.vary, request)
         try:
             mark = self.events.mark()
@@ -181,10 +184,15 @@ class Cache(Upstream, Policy):
             return await self._bypass(request, call_next)
 
     async def _lookup(self, p: Pending, *, lock: bool) -> Lookup:
+        # Not knowing the URI's Vary yet, send the headers: the store finds the variant of a
+        # hit itself (one round trip); only a miss of such a variant needs a second call.
+        headers = () if p.vary_known else selecting_pairs(p.request.headers.items())
         found = await self.cache.lookup(
-            p.uri, p.vary, p.variant, lock=lock, token=p.token, lock_ms=p.lock_ms
+            p.uri, p.vary, p.variant, lock=lock, token=p.token, lock_ms=p.lock_ms, headers=headers
         )
-        if found.state == "M" and found.vary is not None:
+        if found.state == "H" and found.variant is not None and found.vary is not None:
+            p.vary, p.variant = found.vary, found.variant
+        elif found.state == "M" and found.vary is not None:
             # The URI varies on other headers than this process believed: ask again.
             p.vary = found.vary
             p.variant = self._variant(found.vary, p.request)
@@ -195,6 +203,7 @@ class Cache(Upstream, Policy):
         p.started_us = found.now_us
         if found.vary is not None:
             self.hints.put(p.uri.tag, found.vary)
+            p.vary_known = True
         return found
 
     async def _found(self, p: Pending, found: Lookup, mark: int) -> Response:

@@ -32,6 +32,8 @@ class Pending:
     wait_s: float
     """How long a collapsed miss waits for another's fill: the upstream's connect + read."""
     vary: str = ""
+    vary_known: bool = False
+    """Whether `vary` is what this process saw stored, or only the no-Vary default."""
     variant: str = "-"
     started_us: int = 0
     """Store clock (µs) at the last lookup: a fill started then must not store an answer

@@ -17,6 +17,7 @@ keys share the route's tag. A hit is one `lookup` call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +117,8 @@ class Lookup:
     stored_ms: int
     state: str
     lock_pttl: int
+    variant: str | None = None
+    """The variant the store found or computed (None when it could not tell)."""
 
 
 def _text(value: Any) -> str | None:
@@ -135,13 +138,32 @@ class CacheStore:
         self.store = store
 
     async def lookup(
-        self, uri: Uri, vary: str, variant: str, *, lock: bool, token: str, lock_ms: int
+        self,
+        uri: Uri,
+        vary: str,
+        variant: str,
+        *,
+        lock: bool,
+        token: str,
+        lock_ms: int,
+        headers: Sequence[str] = (),
     ) -> Lookup:
+        """Find `variant` of `uri` (whose Vary the caller believes is `vary`); with `headers`
+        (`selecting_pairs`) the store finds the variant itself if the belief is wrong."""
         keys = (uri.entry, uri.lock(variant), uri.lock("-"), uri.passed)
-        args = (vary, variant, "1" if lock else "0", token, lock_ms)
-        now, found_vary, blob, meta, state, pttl = await self.store.eval(LOOKUP, keys, args)
+        args = (vary, variant, "1" if lock else "0", token, lock_ms, *headers)
+        reply = await self.store.eval(LOOKUP, keys, args)
+        now, found_vary, blob, meta, state, pttl, found_variant = reply
         stored = int(meta.split(b" ", 1)[0]) if isinstance(meta, bytes) else 0
-        return Lookup(int(now), _text(found_vary), blob, stored, _text(state) or "", int(pttl))
+        return Lookup(
+            int(now),
+            _text(found_vary),
+            blob,
+            stored,
+            _text(state) or "",
+            int(pttl),
+            _text(found_variant),
+        )
 
     async def put(
         self,

@@ -8,6 +8,7 @@ lists, None). The entry hash is a dict of the same fields; the purge index is on
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
 import re
 from collections.abc import Sequence
@@ -53,21 +54,35 @@ def lookup(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> li
     now = _now_us(keyspace)
     entry = keyspace.get(keys[0])
     vary = entry.get(b"vary") if isinstance(entry, dict) else None
-    if vary is not None and vary != _b(args[0]):
-        return [now, vary, None, None, b"M", 0]
+    if isinstance(entry, dict) and vary is not None and vary != _b(args[0]):
+        variant: bytes | None = None
+        if vary == b"":
+            variant = b"-"
+        elif len(args) > 5:
+            values = {_b(args[i]): _b(args[i + 1]) for i in range(5, len(args) - 1, 2)}
+            lines = [
+                name + b"=" + values[name] if name in values else name + b"\x00absent"
+                for name in vary.split(b",")
+            ]
+            variant = hashlib.sha1(b"\n".join(lines)).hexdigest().encode()
+        if variant is not None:
+            blob = entry.get(b"e:" + variant)
+            if blob is not None:
+                return [now, vary, blob, entry.get(b"m:" + variant), b"H", 0, variant]
+        return [now, vary, None, None, b"M", 0, variant]
     if vary is not None and isinstance(entry, dict):
         vid = _b(args[1])
         blob = entry.get(b"e:" + vid)
         if blob is not None:
-            return [now, vary, blob, entry.get(b"m:" + vid), b"H", 0]
+            return [now, vary, blob, entry.get(b"m:" + vid), b"H", 0, vid]
     if _b(args[2]) != b"1":
-        return [now, vary, None, None, b"N", 0]
+        return [now, vary, None, None, b"N", 0, None]
     if keyspace.get(keys[3]) is not None:
-        return [now, vary, None, None, b"P", 0]
+        return [now, vary, None, None, b"P", 0, None]
     lock = keys[1] if vary is not None else keys[2]
     if _set_nx(keyspace, lock, _b(args[3]), int(args[4])):
-        return [now, vary, None, None, b"L", 0]
-    return [now, vary, None, None, b"W", _pttl(keyspace, lock)]
+        return [now, vary, None, None, b"L", 0, None]
+    return [now, vary, None, None, b"W", _pttl(keyspace, lock), None]
 
 
 def store(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> int:

@@ -189,9 +189,10 @@ class Upstream:
             p.session,
             p.lock_ms,
             p.wait_s,
-            p.vary,
-            p.variant,
-            p.started_us,
+            vary=p.vary,
+            vary_known=p.vary_known,
+            variant=p.variant,
+            started_us=p.started_us,
             near_key=p.near_key,
         )
         task = self.context.background.spawn(self._refresh(background, entry), name="cache")

@@ -106,7 +106,7 @@ def test_near_cache_drops_by_tag_and_stays_bounded() -> None:
 def test_vary_hints() -> None:
     hints = VaryHints(size=2)
     hints.put("a", "accept")
-    hints.put("b", "")
-    hints.put("c", "x")
-    hints.put("d", "y")
-    assert (hints.get("a"), hints.get("b"), hints.get("c"), hints.get("d")) == ("", "", "x", "y")
+    hints.put("b", "")  # known: no Vary
+    assert (hints.get("a"), hints.get("b"), hints.get("new")) == ("accept", "", None)
+    hints.put("c", "x")  # the least recently used goes
+    assert (hints.get("a"), hints.get("b"), hints.get("c")) == (None, "", "x")

@@ -159,3 +159,23 @@ async def test_no_near_cache_on_request(
         assert counted.calls[1]["lookup"] == before + 3
     finally:
         await counted.close()
+
+
+async def test_a_hit_on_a_varying_uri_is_one_store_call_even_the_first_time(
+    make_gateway: GatewayFactory, upstream: Upstream, redis_url: str
+) -> None:
+    async def negotiated(request: web.Request) -> web.Response:
+        headers = {"Cache-Control": "max-age=60", "Vary": "Accept-Language"}
+        return web.Response(text=request.headers.get("Accept-Language", "-"), headers=headers)
+
+    upstream.route("/v", negotiated)
+    counted = Counted(redis_url)
+    try:
+        a, b = await counted.start(make_gateway, config("ttl: 1s, near_cache: 0"))
+        await fetch(a, "/v", headers={"Accept-Language": "de"})
+        before = counted.calls[1]["lookup"]
+        hit = await fetch(b, "/v", headers={"Accept-Language": "de"})  # b never saw /v
+        assert (hit.cache, hit.text) == ("HIT", "de")
+        assert counted.calls[1]["lookup"] == before + 1
+    finally:
+        await counted.close()

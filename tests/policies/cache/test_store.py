@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from multidict import CIMultiDict
 
 from gateway.store import Store
+from policies.cache.freshness import selecting_pairs, variant_id
 from policies.cache.store import (
     CacheStore,
     Index,
@@ -187,3 +189,22 @@ async def test_expired_index_members_are_trimmed(cache: CacheStore) -> None:
     await cache.index_add(index, uri_key("route:r", "r", "h", "/new", ""), now + 60_000)
     members = await cache.index_range(index, b"-", b"+", 10)
     assert [m.split("\x00")[0] for m in members] == ["/new"]
+
+
+async def test_the_store_finds_a_variant_the_caller_could_not_name(cache: CacheStore) -> None:
+    names = ("accept-language", "x-tenant")
+    request = CIMultiDict([("Accept-Language", "EN, de"), ("X-Other", "1")])
+    variant = variant_id(names, request)
+    await put(cache, variant, vary=",".join(names), blob=b"english")
+    pairs = selecting_pairs(request.items())
+    hit = await cache.lookup(URI, "", "-", lock=True, token="t", lock_ms=1, headers=pairs)
+    assert (hit.state, hit.blob, hit.variant, hit.vary) == (
+        "H",
+        b"english",
+        variant,
+        "accept-language,x-tenant",
+    )
+    other = selecting_pairs([("Accept-Language", "fr")])
+    miss = await cache.lookup(URI, "", "-", lock=True, token="t", lock_ms=1, headers=other)
+    assert (miss.state, miss.blob) == ("M", None)  # its lock key needs the variant: ask again
+    assert miss.variant == variant_id(names, CIMultiDict({"Accept-Language": "fr"}))
