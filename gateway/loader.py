@@ -20,7 +20,8 @@ from gateway.source import Loc, Positions, YamlProblems, format_loc, parse_yaml,
 class PolicySpec:
     """One validated policy declaration: its type, options, and name when it is a definition."""
 
-    type: str
+    kind: str
+    """The policy type (its YAML key)."""
     cls: type[Policy]
     options: BaseModel
     name: str | None = None

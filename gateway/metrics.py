@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from bisect import bisect_left
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -36,6 +36,18 @@ LATENCY_BUCKETS = (
 )
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 FLUSH_EVERY = 1.0
+GaugeMode = Literal[
+    "all",
+    "liveall",
+    "min",
+    "livemin",
+    "max",
+    "livemax",
+    "sum",
+    "livesum",
+    "mostrecent",
+    "livemostrecent",
+]
 
 
 class CounterChild:
@@ -120,7 +132,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self._made: dict[str, Any] = {}
+        self._made: dict[str, Any] = {}  # name -> Buffered or Gauge
         self.requests = self.counter(
             "gateway_requests_total", "Answered requests.", ["route", "status"]
         )
@@ -154,7 +166,7 @@ class Metrics:
         if made is None:
             metric = Counter(name, documentation, labels, registry=self.registry)
             made = self._made[name] = Buffered(metric)
-        return made  # type: ignore[no-any-return]
+        return made
 
     def histogram(
         self,
@@ -167,16 +179,18 @@ class Metrics:
         if made is None:
             metric = Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
             made = self._made[name] = Buffered(metric, tuple(buckets))
-        return made  # type: ignore[no-any-return]
+        return made
 
-    def gauge(self, name: str, documentation: str, labels: list[str], mode: str = "max") -> Gauge:
+    def gauge(
+        self, name: str, documentation: str, labels: list[str], mode: GaugeMode = "max"
+    ) -> Gauge:
         """A gauge, written through at once (for rare changes such as a breaker's state)."""
         made = self._made.get(name)
         if made is None:
             made = self._made[name] = Gauge(
                 name, documentation, labels, registry=self.registry, multiprocess_mode=mode
             )
-        return made  # type: ignore[no-any-return]
+        return made
 
     def request(self, route: str, status: int, seconds: float) -> None:
         children = self._requests.get((route, status))
@@ -223,6 +237,6 @@ class Metrics:
         self.flush()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)

@@ -85,7 +85,7 @@ class Runtime:
     def _build(
         self, spec: PolicySpec, loc: tuple[Any, ...], route: str, routes: tuple[str, ...]
     ) -> Policy:
-        name = spec.name or spec.type
+        name = spec.name or spec.kind
         scope = f"policy:{spec.name}" if spec.name else f"route:{route}"
         context = PolicyContext(name, scope, self.store, self.metrics, self.background, routes)
         try:
@@ -94,7 +94,7 @@ class Runtime:
             raise
         except Exception as exc:  # a policy's own constructor bug must name where it was declared
             log.exception("building policy %s failed", name)
-            raise self.loaded.problem(loc, f"cannot build {spec.type}: {exc}") from exc
+            raise self.loaded.problem(loc, f"cannot build {spec.kind}: {exc}") from exc
 
     async def start(self) -> None:
         for policy in self.policies:

@@ -86,9 +86,13 @@ def _rows(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
 
 def _unit(field: FieldInfo) -> str | None:
     """`duration`/`size`/`rate` for fields whose Annotated metadata pydantic moved aside."""
-    parsers = {parse_duration: "duration", parse_size: "size", parse_rate: "rate"}
+    parsers: dict[object, str] = {
+        parse_duration: "duration",
+        parse_size: "size",
+        parse_rate: "rate",
+    }
     for item in field.metadata:
-        unit = parsers.get(getattr(item, "func", None))  # type: ignore[call-overload]
+        unit = parsers.get(getattr(item, "func", None))
         if unit is not None:
             return unit
     return None

@@ -193,7 +193,7 @@ class Supervisor:
             if process is None:
                 return
             code = await process.wait()
-            mark_process_dead(process.pid, self.metrics_dir)
+            mark_process_dead(process.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
             if self.stopping:
                 return
             log.error(
@@ -322,12 +322,15 @@ class SupervisorControl:
         # Workers buffer metric updates; have them fold in what they hold, so a scrape sees
         # every request answered before it.
         await asyncio.gather(
-            *(w.call("POST", "/-/internal/flush", timeout=5) for w in self.supervisor.workers
-              if w.alive),
+            *(
+                w.call("POST", "/-/internal/flush", timeout=5)
+                for w in self.supervisor.workers
+                if w.alive
+            ),
             return_exceptions=True,
         )
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.supervisor.metrics_dir)
+        MultiProcessCollector(registry, path=self.supervisor.metrics_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry) + generate_latest(self.supervisor.registry_metrics)
 
     async def reload(self) -> list[str]:

@@ -7,7 +7,8 @@ Each accepts the SPEC's spelling (`250ms`, `10MiB`, `10/s`) or a plain number.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, NamedTuple
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -63,7 +64,8 @@ def parse_size(value: Any) -> int:
     return int(float(number) * _SIZE_UNITS[unit.lower()])
 
 
-class RateValue(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class RateValue:
     """`count` events per `period` seconds."""
 
     count: float

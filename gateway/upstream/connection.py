@@ -9,7 +9,6 @@ the upstream, and request bodies wait for the upstream socket to drain.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -137,6 +136,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._body: ResponseBody | None = None
         self._read_timeout = 30.0
         self._head_only = False
+        self._until_close = False
         self._request_sent = False
         self._response_done = False
         self._keep_alive = False
@@ -166,12 +166,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._cancel_timer()
         if self._head is not None and not self._head.done():
             self._head.set_exception(ConnectionLost(answered=self._got_bytes))
-        if self._body is not None:
-            # An upstream that ends a read-until-close body by closing is not an error.
-            with contextlib.suppress(httptools.HttpParserError):
-                self._parser.feed_eof()
-            if self._body is not None:
-                self._body.fail(exc or ConnectionResetError("upstream closed mid-body"))
+        body, self._body = self._body, None
+        if body is not None:
+            if self._until_close and exc is None:
+                body.finish()  # a body without length or chunking ends when the upstream closes
+            else:
+                body.fail(exc or ConnectionResetError("upstream closed mid-body"))
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(ConnectionResetError("upstream closed"))
 
@@ -197,10 +197,19 @@ class UpstreamConnection(asyncio.Protocol):
         self._cancel_timer()
         self._keep_alive = self._parser.should_keep_alive()
         length = None
+        chunked = False
         if not self._head_only:
             for name, value in self._headers:
-                if name.lower() == b"content-length":
+                lower = name.lower()
+                if lower == b"content-length":
                     length = int(value)
+                elif lower == b"transfer-encoding":
+                    chunked = True
+        # llhttp has no "end of input" call: a body delimited by the connection's close is
+        # recognised here and ended in connection_lost().
+        self._until_close = (
+            length is None and not chunked and not self._head_only and status not in (204, 304)
+        )
         self._body = ResponseBody(self, length, self._read_timeout)
         head = ResponseHead(status, self._headers, self._body)
         if self._head is not None and not self._head.done():

@@ -196,6 +196,33 @@ async def test_connection_is_reusable_after_a_body_buffered_past_the_high_water_
         assert response.status == 200
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+        b"HTTP/1.0 200 OK\r\n\r\nuntil the end",
+    ],
+    ids=["http11-close", "http10"],
+)
+async def test_body_delimited_by_connection_close(
+    make_gateway: GatewayFactory, answer: bytes
+) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gw = await make_gateway(BASIC.replace("UPSTREAM_URL", f"http://127.0.0.1:{port}"))
+    for _ in range(2):  # and the next request gets a fresh connection
+        async with gw.request("GET", "/x") as response:
+            assert response.status == 200
+            assert await response.read() == b"until the end"
+    server.close()
+
+
 async def test_request_body_encoding_is_not_decoded(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway(BASIC)
     body = gzip.compress(b"x" * 10000)
