@@ -49,7 +49,7 @@ from policies.cache.request import (
 )
 from policies.cache.serve import from_entry
 from policies.cache.store import CacheStore, Lookup, normalise_query, uri_key
-from policies.cache.upstream import BYPASS, HIT, STALE, Upstream
+from policies.cache.upstream import BYPASS, HIT, MISS, STALE, Upstream
 from policies.cache.writer import Writer
 
 log = logging.getLogger("policies.cache")
@@ -118,13 +118,22 @@ class Cache(Upstream, Policy):
     # -- dispatch ----------------------------------------------------------------------------
     async def __call__(self, request: Request, call_next: Handler) -> Response:
         method = request.method
-        if method == "GET" or method == "HEAD":
-            if self.near is not None:
-                hit = self._near_hit(request, self.near)
-                if hit is not None:
-                    return hit
-            return await self._read(request, call_next)
-        response = await call_next(request)
+        try:
+            if method == "GET" or method == "HEAD":
+                if self.near is not None:
+                    hit = self._near_hit(request, self.near)
+                    if hit is not None:
+                        return hit
+                return await self._read(request, call_next)
+            request.log["cache"] = BYPASS
+            response = await call_next(request)
+        except HTTPError as exc:
+            # The upstream failed (or only-if-cached found nothing): the error answer says
+            # what the cache had decided too.
+            result = request.log.get("cache") or MISS
+            exc.headers.setdefault("X-Cache", result)
+            self._count(request, result)
+            raise
         if method not in SAFE_METHODS and 200 <= response.status < 400:
             await invalidate_after_write(self, request, response)
         return self._done(request, response, BYPASS)
@@ -246,6 +255,7 @@ class Cache(Upstream, Policy):
 
     # -- answers -----------------------------------------------------------------------------
     async def _bypass(self, request: Request, call_next: Handler) -> Response:
+        request.log["cache"] = BYPASS
         return self._done(request, await call_next(request), BYPASS)
 
     def _served(self, p: Pending, entry: Entry, age: float, result: str, now: float) -> Response:
@@ -255,13 +265,16 @@ class Cache(Upstream, Policy):
 
     def _done(self, request: Request, response: Response, result: str) -> Response:
         response.headers["X-Cache"] = result
+        self._count(request, result)
+        return response
+
+    def _count(self, request: Request, result: str) -> None:
         request.log["cache"] = result
         key = (request.route.name, result)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self._results.labels(*key)
         child.inc()
-        return response
 
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod

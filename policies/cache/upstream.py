@@ -52,6 +52,7 @@ class Upstream:
     def _done(self, request: Request, response: Response, result: str) -> Response: ...
     async def _fill(self, p: Pending, lock_key: str) -> Response:
         """The one request that fills a missing entry; waiters learn the outcome by event."""
+        p.request.log["cache"] = MISS
         released = False
         try:
             request_time = time.time()
@@ -97,6 +98,7 @@ class Upstream:
     async def _pass(self, p: Pending) -> Response:
         """Upstream without the lock (conditional, ranged, known unstorable, or given up
         waiting); still stored if it may be."""
+        p.request.log["cache"] = MISS
         request_time = time.time()
         response = await p.call_next(p.request)
         await self.writer.keep(p, response, p.uri.lock("-"), request_time, time.time())
@@ -104,6 +106,7 @@ class Upstream:
 
     async def _revalidate(self, p: Pending, entry: Entry, age: float) -> Response:
         request = p.request
+        request.log["cache"] = EXPIRED  # what an upstream error answer will say
         if request.method == "HEAD" or "Range" in request.headers:
             # Written through: the answer to this request cannot refresh the stored one.
             return await self._through(p, entry, age)

@@ -253,3 +253,14 @@ async def test_results_are_counted_per_route(gateway: OneGateway, upstream: Upst
         text = await response.text()
     assert 'gateway_cache_results_total{result="MISS",route="site"} 1.0' in text
     assert 'gateway_cache_results_total{result="HIT",route="site"} 2.0' in text
+
+
+async def test_upstream_errors_still_say_what_the_cache_did(
+    gateway: OneGateway, upstream: Upstream
+) -> None:
+    gw = await gateway(config("", read_timeout="200ms"))
+    timed_out = await fetch(gw, "/slow/1")
+    assert (timed_out.status, timed_out.cache) == (504, "MISS")
+    only = await fetch(gw, "/none", headers={"Cache-Control": "only-if-cached"})
+    assert (only.status, only.cache) == (504, "MISS")
+    assert [line["cache"] for line in gw.access_lines()[-2:]] == ["MISS", "MISS"]
