@@ -12,8 +12,8 @@ from collections import OrderedDict
 
 from policies.cache.entry import Entry
 
-NearKey = tuple[str, str, str, str]
-"""(route, host, path, query string as sent): what an anonymous request names."""
+NearKey = tuple[str, str, str, str, str]
+"""(route, host, path, query string as sent, session part): what the request names."""
 
 
 class NearItem:

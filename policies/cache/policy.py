@@ -139,13 +139,20 @@ class Cache(Upstream, Policy):
         return self._done(request, response, BYPASS)
 
     def _near_hit(self, request: Request, near: NearCache) -> Response | None:
-        """The hot path: a fresh entry held in this process, for a plain anonymous request.
-        Anything else (request directives, sessions, a miss) takes the full path."""
+        """The hot path: a fresh entry held in this process, for a request without directives
+        (anonymous, or keyed by `vary_session`). Anything else takes the full path."""
         if not self.events.subscribed or "Cache-Control" in request.headers:
             return None
+        session = ""
         if request.context.get("session") or self._credentialed(request):
-            return None
-        item = near.get((request.route.name, request.host, request.path, request.query_string))
+            if not self.options.vary_session:
+                return None
+            part = session_part(request, self.options.vary_session, self._credentialed(request))
+            if part is None:
+                return None
+            session = part
+        route = request.route.name
+        item = near.get((route, request.host, request.path, request.query_string, session))
         if item is None:
             return None
         variant = variant_id(item.names, request.headers) if item.names else NO_VARIANT
@@ -177,8 +184,7 @@ class Cache(Upstream, Policy):
         timeouts = route.upstream.config.timeouts
         wait = timeouts.connect + timeouts.read
         p = Pending(request, call_next, cc, uri, session, int(wait * 1000) + 1000, wait)
-        if not session:
-            p.near_key = (route.name, request.host, request.path, request.query_string)
+        p.near_key = (route.name, request.host, request.path, request.query_string, session)
         hint = self.hints.get(uri.tag)
         p.vary_known = hint is not None
         p.vary = hint or ""

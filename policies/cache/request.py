@@ -40,7 +40,7 @@ class Pending:
     that an invalidation since has made obsolete."""
     rounds: int = 0
     near_key: NearKey | None = None
-    """Set for anonymous requests: their answers may be held in the near cache."""
+    """Where the answer is held in the near cache (when it has one)."""
     token: str = field(default_factory=lambda: os.urandom(12).hex())
 
     @property

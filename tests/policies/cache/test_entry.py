@@ -83,22 +83,22 @@ def test_304_updates_every_field_but_content_length_and_age() -> None:
 def test_near_cache_drops_by_tag_and_stays_bounded() -> None:
     near = NearCache(max_bytes=8000)
     one, other = entry(b"x" * 100), entry(b"y" * 100)
-    near.put(("r", "h", "/a", "x=1&y=2"), "tag-a", "", "-", one)
-    near.put(("r", "h", "/a", "y=2&x=1"), "tag-a", "", "-", one)  # same URI, other spelling
-    near.put(("r", "h", "/b", ""), "tag-b", "", "-", other)
-    item = near.get(("r", "h", "/a", "x=1&y=2"))
+    near.put(("r", "h", "/a", "x=1&y=2", ""), "tag-a", "", "-", one)
+    near.put(("r", "h", "/a", "y=2&x=1", ""), "tag-a", "", "-", one)  # same URI, other spelling
+    near.put(("r", "h", "/b", "", ""), "tag-b", "", "-", other)
+    item = near.get(("r", "h", "/a", "x=1&y=2", ""))
     assert item is not None
     assert item.variants["-"] is one
     near.drop("tag-a")
-    assert near.get(("r", "h", "/a", "y=2&x=1")) is None
-    assert near.get(("r", "h", "/b", "")) is not None
+    assert near.get(("r", "h", "/a", "y=2&x=1", "")) is None
+    assert near.get(("r", "h", "/b", "", "")) is not None
     for n in range(100):
-        near.put(("r", "h", f"/{n}", ""), f"t{n}", "", "-", entry(b"z" * 200))
+        near.put(("r", "h", f"/{n}", "", ""), f"t{n}", "", "-", entry(b"z" * 200))
     assert near.used <= near.max_bytes
-    assert near.get(("r", "h", "/99", "")) is not None
-    assert near.get(("r", "h", "/0", "")) is None
-    near.put(("r", "h", "/big", ""), "big", "", "-", entry(b"b" * 5000))
-    assert near.get(("r", "h", "/big", "")) is None  # too big for its share
+    assert near.get(("r", "h", "/99", "", "")) is not None
+    assert near.get(("r", "h", "/0", "", "")) is None
+    near.put(("r", "h", "/big", "", ""), "big", "", "-", entry(b"b" * 5000))
+    assert near.get(("r", "h", "/big", "", "")) is None  # too big for its share
     near.drop(None)
     assert (len(near), near.used) == (0, 0)
 

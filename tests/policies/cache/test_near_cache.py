@@ -179,3 +179,40 @@ async def test_a_hit_on_a_varying_uri_is_one_store_call_even_the_first_time(
         assert counted.calls[1]["lookup"] == before + 1
     finally:
         await counted.close()
+
+
+async def test_per_user_copies_are_held_near_and_kept_apart(
+    make_gateway: GatewayFactory, upstream: Upstream, redis_url: str
+) -> None:
+    async def personal(request: web.Request) -> web.Response:
+        user = request.headers.get("X-User-Id", "anonymous")
+        return web.Response(text=f"page of {user}", headers={"Cache-Control": "max-age=60"})
+
+    upstream.route("/home", personal)
+    text = f"""
+upstreams:
+  backend: {{targets: [UPSTREAM_URL]}}
+routes:
+  - name: site
+    match: {{path: /}}
+    upstream: backend
+    policies:
+      - session: {{bearer: true, forward: {{user_id: X-User-Id}}}}
+      - cache: {{ttl: 60s, vary_session: [user_id]}}
+"""
+    counted = Counted(redis_url)
+    try:
+        _, b = await counted.start(make_gateway, text)
+        users = {"1" * 20: "1", "2" * 20: "2"}
+        for sid, user in users.items():
+            await counted.stores[1].hset(f"session:{sid}", {"user_id": user}, ttl=60)
+        for sid in users:
+            await fetch(b, "/home", headers={"Authorization": f"Bearer {sid}"})
+            await fetch(b, "/home", headers={"Authorization": f"Bearer {sid}"})
+        lookups = counted.calls[1]["lookup"]
+        for sid, user in users.items():
+            hit = await fetch(b, "/home", headers={"Authorization": f"Bearer {sid}"})
+            assert (hit.cache, hit.text) == ("HIT", f"page of {user}")
+        assert counted.calls[1]["lookup"] == lookups
+    finally:
+        await counted.close()
