@@ -189,16 +189,16 @@ async def test_per_user_copies_are_held_near_and_kept_apart(
         return web.Response(text=f"page of {user}", headers={"Cache-Control": "max-age=60"})
 
     upstream.route("/home", personal)
-    text = f"""
+    text = """
 upstreams:
-  backend: {{targets: [UPSTREAM_URL]}}
+  backend: {targets: [UPSTREAM_URL]}
 routes:
   - name: site
-    match: {{path: /}}
+    match: {path: /}
     upstream: backend
     policies:
-      - session: {{bearer: true, forward: {{user_id: X-User-Id}}}}
-      - cache: {{ttl: 60s, vary_session: [user_id]}}
+      - session: {bearer: true, forward: {user_id: X-User-Id}}
+      - cache: {ttl: 60s, vary_session: [user_id]}
 """
     counted = Counted(redis_url)
     try:
