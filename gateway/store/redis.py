@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ResponseError as RedisReplyError
 
 from gateway.errors import StoreUnavailable
@@ -31,6 +39,9 @@ from gateway.store.redis_urls import open_clients
 from gateway.store.resp import Arg, ReplyError
 
 log = logging.getLogger("gateway.store")
+
+_NOT_SERVING = (ClusterDownError, ReadOnlyError, TryAgainError)
+_REFUSED_BY_CLIENT = re.compile(r"same key slot|Missing key")
 
 CallObserver = Callable[[str, float, bool], None]
 """`(operation, seconds, failed)`, called after every store call (metrics)."""
@@ -81,9 +92,12 @@ class RedisStore(Store):
                 result = await self._cluster_command(args)
             failed = False
             return result
-        except ReplyError:
+        except ReplyError as exc:
             failed = False  # Redis answered: the store is up, the command was refused
-            raise
+            if exc.code == "NOSCRIPT":
+                raise  # eval() answers it with EVAL
+            # Callers handle one error: a refused command is as unusable as a missing store.
+            raise StoreUnavailable(f"redis refused {op}: {exc}") from exc
         finally:
             if failed:
                 breaker.failure()
@@ -96,24 +110,35 @@ class RedisStore(Store):
         cluster = self._cluster
         if cluster is None:
             raise StoreUnavailable("no redis client")
+        command = str(args[0])
         try:
             async with asyncio.timeout(self.timeout):
                 return await cluster.execute_command(*args)
+        except NoScriptError as exc:
+            raise ReplyError(f"NOSCRIPT {exc}") from exc
+        except _NOT_SERVING as exc:
+            # After redis-py's own retries: the slot's master is down, read-only or moving.
+            raise StoreUnavailable(f"redis {command} failed: {type(exc).__name__}") from exc
         except RedisReplyError as exc:
             raise ReplyError(str(exc)) from exc
+        except RedisClusterException as exc:
+            # Raised by redis-py itself: for keys of several slots (a refusal, like Redis's
+            # CROSSSLOT) and for a cluster it cannot reach or that lost slots (an outage).
+            if _REFUSED_BY_CLIENT.search(str(exc)):
+                raise ReplyError(f"CROSSSLOT {exc}") from exc
+            raise StoreUnavailable(f"redis {command} failed: {exc}") from exc
         except (TimeoutError, RedisError, OSError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise StoreUnavailable(f"redis {args[0]} failed: {reason}") from exc
+            raise StoreUnavailable(f"redis {command} failed: {reason}") from exc
 
     async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Value]) -> Any:
         try:
             return await self._run(script.name, "EVALSHA", script.sha, len(keys), *keys, *args)
-        except ReplyError as exc:
-            if exc.code != "NOSCRIPT" and not isinstance(exc.__cause__, NoScriptError):
-                raise StoreUnavailable(f"script {script.name} failed: {exc}") from exc
+        except ReplyError:
+            pass  # NOSCRIPT (the only reply error `_run` lets through): load it with EVAL
         try:
             return await self._run(script.name, "EVAL", script.lua, len(keys), *keys, *args)
-        except ReplyError as exc:
+        except ReplyError as exc:  # NOSCRIPT in answer to EVAL: nothing sane to do
             raise StoreUnavailable(f"script {script.name} failed: {exc}") from exc
 
     async def get(self, key: str) -> bytes | None:
@@ -193,7 +218,7 @@ class RedisStore(Store):
                         handler(message["data"])
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # whatever broke it (even a redis-py bug): subscribe again
                 log.warning("pub/sub on %s lost (%s); resubscribing", channel, type(exc).__name__)
             finally:
                 if subscribed and on_status is not None:
