@@ -10,6 +10,7 @@ aiohttp's `StreamResponse`, whose flow control they need.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Iterator
 from email.utils import formatdate
 from http import HTTPStatus
 from time import time
@@ -34,9 +35,21 @@ def http_date() -> str:
     return _date[1]  # type: ignore[return-value]
 
 
+class _Done:
+    """An awaitable that is already done: cheaper than a coroutine on every request."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+
+_DONE = _Done()
+
+
 class Complete:
     """A whole response, written in one go; quacks like the `StreamResponse` aiohttp's request
-    handler expects back (`prepare`, `write_eof`, `keep_alive`)."""
+    handler expects back (awaitable `prepare` and `write_eof`, `keep_alive`)."""
 
     __slots__ = ("_data", "keep_alive", "status")
 
@@ -45,16 +58,25 @@ class Complete:
         self.status = status
         self.keep_alive = keep_alive
 
-    async def prepare(self, request: web.BaseRequest) -> None:
+    def prepare(self, request: web.BaseRequest) -> Awaitable[None]:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
         transport.write(self._data)
+        _sent(request)
         if len(self._data) > _DRAIN_ABOVE:
-            await request.writer.drain()
+            return request.writer.drain()
+        return _DONE
 
-    async def write_eof(self) -> None:
-        return None
+    def write_eof(self) -> Awaitable[None]:
+        return _DONE
+
+
+def _sent(request: web.BaseRequest) -> None:
+    # The public listener's connection handler times request heads between answers.
+    response_sent = getattr(request.protocol, "response_sent", None)
+    if response_sent is not None:
+        response_sent()
 
 
 def complete(raw: web.BaseRequest, response: Response) -> tuple[Complete, int]:
@@ -113,6 +135,7 @@ async def stream(
             await out.write(chunk)
             sent += len(chunk)
         await out.write_eof()
+        _sent(raw)
     except (UpstreamError, ConnectionError) as exc:
         # Mid-body there is no status left to send: close, so the client sees the truncation.
         body.close()

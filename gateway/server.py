@@ -48,32 +48,30 @@ class _ClientConnection(RequestHandler):
       that trickle headers (slowloris) cannot hold connections open.
     """
 
-    __slots__ = ("_awaiting_head", "_head_timeout", "_head_timer")
+    __slots__ = ("_busy", "_head_timeout", "_head_timer")
 
     def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
-        self._awaiting_head = True
+        self._busy = False
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_head and self._head_timer is None:
+        # Bytes between requests start a request head: time it. (Body bytes arrive while a
+        # request is busy, so a long upload never arms the timer.)
+        if not self._busy and self._head_timer is None:
             self._head_timer = self._loop.call_later(self._head_timeout, self._head_timed_out)
         super().data_received(data)
 
     def head_complete(self) -> None:
-        self._awaiting_head = False
+        self._busy = True
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    async def finish_response(
-        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        try:
-            return await super().finish_response(request, resp, start_time)
-        finally:
-            self._awaiting_head = True  # the next request's head is now awaited
+    def response_sent(self) -> None:
+        """The gateway wrote a whole answer: the next bytes begin the next request's head."""
+        self._busy = False
 
     def _head_timed_out(self) -> None:
         self._head_timer = None

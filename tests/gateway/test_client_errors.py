@@ -136,3 +136,21 @@ async def test_a_stalled_upload_times_out(make_gateway: GatewayFactory, upstream
     assert head.startswith(b"HTTP/1.1 408")
     assert b"Connection: close" in head
     writer.close()
+
+
+async def test_a_slow_but_steady_upload_outlasts_the_head_timeout(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    # Body bytes keep coming (each within body_timeout) for longer than header_timeout: the
+    # head timer must not fire during the body.
+    gw = await make_gateway(CONFIG)
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+    for _ in range(10):
+        await asyncio.sleep(0.1)
+        writer.write(b"x")
+        await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200")
+    writer.close()
