@@ -156,6 +156,13 @@ class Metrics:
         self.reloads = self.counter(
             "gateway_config_reloads_total", "Config reloads by result.", ["result"]
         )
+        # livemax: the worst worker counts, and a dead worker's last value goes with it.
+        self.store_breaker = self.gauge(
+            "gateway_store_breaker_open",
+            "1 while a process's store circuit breaker is open (store calls are skipped).",
+            [],
+            mode="livemax",
+        )
         self._requests: dict[tuple[str, int], tuple[CounterChild, HistogramChild]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
@@ -209,6 +216,10 @@ class Metrics:
         self.store_latency.labels(op).observe(seconds)
         if failed:
             self.store_errors.labels(op).inc()
+
+    def store_breaker_changed(self, is_open: bool) -> None:
+        """The store's circuit breaker opened or closed (`CircuitBreaker.on_change`)."""
+        self.store_breaker.set(1 if is_open else 0)
 
     def flush(self) -> None:
         """Fold buffered updates into the exported metrics."""

@@ -38,7 +38,7 @@ class WorkerProcess:
     async def run(self, control_path: str, stop: asyncio.Event, ready_fd: int | None) -> None:
         model = self.loaded.model
         metrics = Metrics()
-        store = open_store(model.redis, metrics.store_call)
+        store = open_store(model.redis, metrics.store_call, metrics.store_breaker_changed)
         runtime = Runtime(self.loaded, store, metrics)
         gateway = Gateway(runtime, AccessLog(text=self.text_log))
         control = LocalControl(gateway, self.registry)

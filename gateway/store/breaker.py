@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from enum import Enum
 
 
@@ -17,15 +18,21 @@ class CircuitBreaker:
 
     While open, `allow()` is False except for one probe per interval; the probe's success
     closes the breaker and resets the interval, its failure reopens it for twice as long
-    (up to `max_interval`).
+    (up to `max_interval`). `on_change(open)` is called when it opens and when it closes
+    again (metrics), not for the probes in between.
     """
 
     def __init__(
-        self, threshold: int = 5, base_interval: float = 0.5, max_interval: float = 10.0
+        self,
+        threshold: int = 5,
+        base_interval: float = 0.5,
+        max_interval: float = 10.0,
+        on_change: Callable[[bool], None] | None = None,
     ) -> None:
         self.threshold = threshold
         self.base_interval = base_interval
         self.max_interval = max_interval
+        self.on_change = on_change
         self.state = BreakerState.CLOSED
         self._failures = 0
         self._interval = base_interval
@@ -49,6 +56,8 @@ class CircuitBreaker:
         if self.state is not BreakerState.CLOSED:
             self.state = BreakerState.CLOSED
             self._interval = self.base_interval
+            if self.on_change is not None:
+                self.on_change(False)
         self._failures = 0
 
     def failure(self) -> None:
@@ -60,5 +69,8 @@ class CircuitBreaker:
             self._open()
 
     def _open(self) -> None:
+        was_closed = self.state is BreakerState.CLOSED
         self.state = BreakerState.OPEN
         self._retry_at = time.monotonic() + self._interval
+        if was_closed and self.on_change is not None:
+            self.on_change(True)
