@@ -45,9 +45,10 @@ class AccessLog:
         """Record one answered request (fields as documented in SPEC § Logs)."""
         upstream = "null" if upstream_seconds is None else f"{upstream_seconds * 1000:.2f}"
         if self._text:
+            upstream_text = "-" if upstream_seconds is None else f"{upstream}ms"
             line = (
                 f"{timestamp()} {request_id} {route or '-'} {method} {path} {status} {sent}B "
-                f"{seconds * 1000:.2f}ms upstream={upstream}ms client={client_ip}"
+                f"{seconds * 1000:.2f}ms upstream={upstream_text} client={client_ip}"
             )
             if extra:
                 line += "".join(f" {key}={value}" for key, value in extra.items())
