@@ -19,6 +19,10 @@ from tests.support.harness import InProcessGateway
 HOST = "shop.example"
 """Every request names this host: two gateways on two ports still serve one site."""
 
+PROPAGATION = 0.1
+"""The bound on a change reaching every gateway's near cache (pub/sub): the store itself
+changes at once, other processes' in-memory copies go within this."""
+
 
 def config(options: str, *, read_timeout: str = "5s", extra_routes: str = "") -> str:
     """A catch-all route to the test upstream with `cache: {options}`."""

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,55 +12,20 @@ from aiohttp import web
 from gateway.store.redis import RedisStore
 from policies.cache.store import CacheStore, Index, uri_key
 from tests.conftest import GatewayFactory
-from tests.policies.cache.conftest import config, fetch
-from tests.support.ports import free_port
-from tests.support.redis_server import RedisServer
+from tests.policies.cache.conftest import PROPAGATION, config, fetch
+from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.upstream import Upstream
 
 pytestmark = pytest.mark.cluster
-
-
-def _port_with_free_bus() -> int:
-    """A free port whose cluster bus port (+10000) is free too."""
-    while True:
-        port = free_port()
-        if port >= 55000:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
 
 
 @pytest.fixture(scope="module")
 def cluster_url() -> Iterator[str]:
     if shutil.which("redis-cli") is None:
         pytest.skip("redis-cli is not installed")
-    nodes = [
-        RedisServer(
-            _port_with_free_bus(),
-            extra=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"],
-        ).start()
-        for _ in range(3)
-    ]
-    try:
-        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],
-            check=True,
-            capture_output=True,
-        )
-        for node in nodes:
-            for _ in range(100):
-                if "cluster_state:ok" in node.cli("CLUSTER", "INFO"):
-                    break
-                time.sleep(0.05)  # a synchronous fixture: the cluster agrees on its own
-        yield "redis+cluster://" + ",".join(addresses)
-    finally:
-        for node in nodes:
-            node.cleanup()
+    group = RedisClusterGroup().start()
+    yield group.url
+    group.cleanup()
 
 
 async def test_scripts_touch_one_slot_per_call(cluster_url: str) -> None:
@@ -118,9 +80,10 @@ async def test_two_gateways_share_a_cluster(
         assert upstream.hits["/c"] == 1
         async with a.admin("POST", "/-/cache/purge", json={"prefix": "/"}) as response:
             assert await response.json() == {"purged": 1}
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(PROPAGATION)
         assert (await fetch(b, "/c")).cache == "MISS"
         await fetch(a, "/c", method="DELETE")
+        await asyncio.sleep(PROPAGATION)
         assert (await fetch(b, "/c")).cache == "MISS"
     finally:
         for store in stores:

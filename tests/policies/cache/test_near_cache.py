@@ -11,12 +11,9 @@ from aiohttp import web
 
 from gateway.store.redis import RedisStore
 from tests.conftest import GatewayFactory
-from tests.policies.cache.conftest import config, eventually, fetch
+from tests.policies.cache.conftest import PROPAGATION, config, eventually, fetch
 from tests.support.harness import InProcessGateway
 from tests.support.upstream import Upstream
-
-PROPAGATION = 0.1
-"""The bound: every gateway drops an entry this soon after it changed anywhere."""
 
 
 class Counted:
