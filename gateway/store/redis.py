@@ -1,29 +1,19 @@
 """The Redis store: standalone, TLS, Sentinel or Cluster behind one `Store`.
 
-Per process: one pipelined client for request-path commands (`gateway.store.resp`), redis-py
-for pub/sub and Cluster routing. Every call is bounded by `timeout` and guarded by a circuit
-breaker. Scripts run by EVALSHA; a NOSCRIPT answer (server restarted, SCRIPT FLUSH) falls
-back to EVAL, which also caches the script on that server again.
+Per process: one pipelined client for request-path commands (`gateway.store.resp`; on a
+Cluster one per master, routed by slot: `gateway.store.resp_cluster`), redis-py for pub/sub.
+Every call is bounded by `timeout` and guarded by a circuit breaker. Scripts run by EVALSHA;
+a NOSCRIPT answer (server restarted, SCRIPT FLUSH) falls back to EVAL, which also caches the
+script on that server again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
-
-from redis.exceptions import (
-    ClusterDownError,
-    NoScriptError,
-    ReadOnlyError,
-    RedisClusterException,
-    RedisError,
-    TryAgainError,
-)
-from redis.exceptions import ResponseError as RedisReplyError
 
 from gateway.errors import StoreUnavailable
 from gateway.store.base import (
@@ -39,9 +29,6 @@ from gateway.store.redis_urls import open_clients
 from gateway.store.resp import Arg, ReplyError
 
 log = logging.getLogger("gateway.store")
-
-_NOT_SERVING = (ClusterDownError, ReadOnlyError, TryAgainError)
-_REFUSED_BY_CLIENT = re.compile(r"same key slot|Missing key")
 
 CallObserver = Callable[[str, float, bool], None]
 """`(operation, seconds, failed)`, called after every store call (metrics)."""
@@ -73,7 +60,7 @@ class RedisStore(Store):
         self.timeout = timeout
         self._clients = open_clients(url, pool_size=pool_size, timeout=timeout)
         self._resp = self._clients.resp
-        self._cluster = self._clients.cluster
+        self._per_key_delete = self._clients.cluster
         self._observer = observer
         self.breaker = breaker or CircuitBreaker()
         self._subscriptions: set[asyncio.Task[None]] = set()
@@ -86,10 +73,7 @@ class RedisStore(Store):
         started = time.perf_counter()
         failed = True
         try:
-            if self._resp is not None:
-                result = await self._resp.execute(*args)
-            else:
-                result = await self._cluster_command(args)
+            result = await self._resp.execute(*args)
             failed = False
             return result
         except ReplyError as exc:
@@ -105,31 +89,6 @@ class RedisStore(Store):
                 breaker.success()
             if self._observer is not None:
                 self._observer(op, time.perf_counter() - started, failed)
-
-    async def _cluster_command(self, args: tuple[Arg, ...]) -> Any:
-        cluster = self._cluster
-        if cluster is None:
-            raise StoreUnavailable("no redis client")
-        command = str(args[0])
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await cluster.execute_command(*args)
-        except NoScriptError as exc:
-            raise ReplyError(f"NOSCRIPT {exc}") from exc
-        except _NOT_SERVING as exc:
-            # After redis-py's own retries: the slot's master is down, read-only or moving.
-            raise StoreUnavailable(f"redis {command} failed: {type(exc).__name__}") from exc
-        except RedisReplyError as exc:
-            raise ReplyError(str(exc)) from exc
-        except RedisClusterException as exc:
-            # Raised by redis-py itself: for keys of several slots (a refusal, like Redis's
-            # CROSSSLOT) and for a cluster it cannot reach or that lost slots (an outage).
-            if _REFUSED_BY_CLIENT.search(str(exc)):
-                raise ReplyError(f"CROSSSLOT {exc}") from exc
-            raise StoreUnavailable(f"redis {command} failed: {exc}") from exc
-        except (TimeoutError, RedisError, OSError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise StoreUnavailable(f"redis {command} failed: {reason}") from exc
 
     async def eval(self, script: Script, keys: Sequence[str], args: Sequence[Value]) -> Any:
         try:
@@ -158,7 +117,7 @@ class RedisStore(Store):
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
-        if self._cluster is not None:
+        if self._per_key_delete:
             # The keys of one DEL must share a slot on a Cluster: one DEL per key.
             counts = await asyncio.gather(*(self._run("delete", "DEL", key) for key in keys))
             return sum(int(count) for count in counts)
@@ -232,10 +191,7 @@ class RedisStore(Store):
         # Bypasses the breaker: the readiness probe must see a recovered Redis at once, and
         # its success closes the breaker for the requests too.
         try:
-            if self._resp is not None:
-                await self._resp.execute("PING")
-            else:
-                await self._cluster_command(("PING",))
+            await self._resp.ping()
         except ReplyError as exc:
             raise StoreUnavailable(f"redis ping failed: {exc}") from exc
         if self.breaker.state is not BreakerState.CLOSED:

@@ -3,9 +3,10 @@
 - `redis://`, `rediss://`, `unix://`: one server.
 - `redis+sentinel://host:port,host:port/service[/db]`: the master the Sentinels name, asked
   again whenever a connection to it fails (a failover moved it).
-- `redis+cluster://host:port,host:port`: a Cluster (redis-py's client routes by slot).
+- `redis+cluster://host:port,host:port`: a Cluster; any of the nodes named tells the rest.
 
-Request-path commands go through `RespClient` (pipelined); pub/sub and Cluster use redis-py.
+Request-path commands go through the pipelined clients (`RespClient`, and `ClusterClient`
+which routes them by slot to one `RespClient` per master); pub/sub uses redis-py.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from gateway.errors import StoreUnavailable
 from gateway.store.resp import Address, RespClient
+from gateway.store.resp_cluster import ClusterClient
 
 PIPELINED_CONNECTIONS = 2
 """Connections per process for request-path commands: few, so concurrent commands batch."""
@@ -32,18 +33,19 @@ PIPELINED_CONNECTIONS = 2
 class Clients:
     """The clients behind one store URL."""
 
-    resp: RespClient | None
-    """Pipelined client for one server (standalone, or the Sentinel-named master)."""
-    cluster: RedisCluster | None
-    """redis-py's Cluster client, when the URL names a Cluster."""
+    resp: RespClient | ClusterClient
+    """Pipelined client for request-path commands: one server (standalone, or the master the
+    Sentinels name) or a Cluster (routed by slot)."""
     pubsub: Callable[[], aioredis.Redis]
     """Makes a redis-py client for one pub/sub connection."""
 
+    @property
+    def cluster(self) -> bool:
+        """Whether keys of one multi-key command must share a slot."""
+        return isinstance(self.resp, ClusterClient)
+
     async def close(self) -> None:
-        if self.resp is not None:
-            await self.resp.close()
-        if self.cluster is not None:
-            await self.cluster.aclose()
+        await self.resp.close()
 
 
 def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
@@ -102,12 +104,10 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
     if scheme in ("redis", "rediss"):
         (address,) = _hosts(parts.netloc, 6379)[:1]
         db = int(parts.path.strip("/") or 0)
-        return Clients(resp(address, db), None, lambda: aioredis.Redis.from_url(url, **common))
+        return Clients(resp(address, db), lambda: aioredis.Redis.from_url(url, **common))
     if scheme == "unix":
         db = int(parse_qs(parts.query).get("db", ["0"])[0])
-        return Clients(
-            resp((parts.path, 0), db), None, lambda: aioredis.Redis.from_url(url, **common)
-        )
+        return Clients(resp((parts.path, 0), db), lambda: aioredis.Redis.from_url(url, **common))
     if scheme in ("redis+sentinel", "rediss+sentinel"):
         path = [p for p in parts.path.split("/") if p]
         if not path:
@@ -127,20 +127,27 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
                 raise StoreUnavailable(f"no master for {service!r}: {exc}") from exc
             return str(host), int(port)
 
-        return Clients(resp(master, db), None, lambda: sentinel.master_for(service, db=db, **creds))
+        return Clients(resp(master, db), lambda: sentinel.master_for(service, db=db, **creds))
     if scheme in ("redis+cluster", "rediss+cluster"):
-        nodes = [ClusterNode(host, port) for host, port in _hosts(parts.netloc, 6379)]
-        cluster = RedisCluster(
-            startup_nodes=nodes, max_connections=pool_size, ssl=tls is not None, **creds, **common
+        cluster = ClusterClient(
+            _hosts(parts.netloc, 6379),
+            timeout=timeout,
+            connections=min(pool_size, PIPELINED_CONNECTIONS),
+            username=creds.get("username"),
+            password=creds.get("password"),
+            tls=tls,
+            connect_timeout=connect_timeout,
         )
+        turn = 0
 
         def pubsub_client() -> aioredis.Redis:
-            # Classic pub/sub is broadcast to every node of a Cluster, so any node will do.
-            known = cluster.get_nodes()
-            node = known[0] if known else nodes[0]
-            return aioredis.Redis(
-                host=node.host, port=node.port, ssl=tls is not None, **creds, **common
-            )
+            # Classic pub/sub is broadcast to every node of a Cluster, so any node will do;
+            # each new subscription (after one was lost with its node) tries the next.
+            nonlocal turn
+            masters = cluster.masters
+            host, port = masters[turn % len(masters)]
+            turn += 1
+            return aioredis.Redis(host=host, port=port, ssl=tls is not None, **creds, **common)
 
-        return Clients(None, cluster, pubsub_client)
+        return Clients(cluster, pubsub_client)
     raise ValueError(f"unsupported store URL scheme {scheme!r}")

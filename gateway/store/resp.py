@@ -170,6 +170,10 @@ class RespClient:
             connection = await self._connect()
         return await connection.call(hiredis.pack_command(args))
 
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` (or `ReplyError`) unless the server answers now."""
+        await self.execute("PING")
+
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Several commands back to back on one connection; replies (or errors) in order."""
         connection = self._pick() or await self._connect()
