@@ -139,3 +139,18 @@ async def test_a_refused_command_is_store_unavailable_and_not_an_outage(store: R
             await store.hmget("s:{x}", ["field"])
     assert store.breaker.state.name == "CLOSED"
     assert await store.get("s:{x}") == b"a string"
+
+
+async def test_far_more_concurrent_calls_than_connections(topology: Topology) -> None:
+    # A burst must queue on the few pipelined connections, never fail for want of one.
+    store = RedisStore(topology.url, timeout=2.0, pool_size=4)
+    try:
+        results = await asyncio.gather(
+            *(store.eval(TAGGED, [f"burst:{{{n % 30}}}"], [1]) for n in range(600))
+        )
+        assert sorted(result[0] for result in results) == sorted(
+            count for _ in range(30) for count in range(1, 21)
+        )
+        assert store.breaker.state.name == "CLOSED"
+    finally:
+        await store.close()
