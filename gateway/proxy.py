@@ -170,7 +170,8 @@ class Proxy:
 
     def _response(self, answer: ResponseHead) -> Response:
         headers: CIMultiDict[str] = CIMultiDict(
-            (name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+            # surrogateescape: bytes that are not UTF-8 (obs-text) survive to the client as sent
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
             for name, value in answer.headers
         )
         strip_hop_by_hop(headers)

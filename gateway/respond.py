@@ -16,6 +16,7 @@ from http import HTTPStatus
 from time import time
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError
 from gateway.http import Response
@@ -62,7 +63,8 @@ class Complete:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
-        transport.write(self._data)
+        if self._data:
+            transport.write(self._data)
         _sent(request)
         if len(self._data) > _DRAIN_ABOVE:
             return request.writer.drain()
@@ -79,21 +81,14 @@ def _sent(request: web.BaseRequest) -> None:
         response_sent()
 
 
-def complete(raw: web.BaseRequest, response: Response) -> tuple[Complete, int]:
-    """Serialise a response with a whole body; returns it and the body bytes sent."""
-    status = response.status
-    headers = response.headers
-    body = response.body
-    bodiless = raw.method == "HEAD" or status in (204, 304) or status < 200
-    if bodiless:
-        body = b""  # a HEAD answer keeps the upstream's Content-Length: it describes the GET
-    else:
-        headers["Content-Length"] = str(len(body))
+def _bodiless(raw: web.BaseRequest, status: int) -> bool:
+    return raw.method == "HEAD" or status in (204, 304) or status < 200
+
+
+def _head(raw: web.BaseRequest, status: int, headers: CIMultiDict[str], keep_alive: bool) -> bytes:
+    """Status line and headers, with Date and the Connection header the client needs."""
     if "Date" not in headers:
         headers["Date"] = http_date()
-    # A request body left unread (413, 408, an early answer) makes the connection unusable
-    # for another request: say so, and aiohttp drains a little of it, then closes.
-    keep_alive = raw.keep_alive and not (raw.body_exists and not raw.content.is_eof())
     version = raw.version
     if version.minor == 0 and version.major == 1:
         if keep_alive:
@@ -106,7 +101,27 @@ def complete(raw: web.BaseRequest, response: Response) -> tuple[Complete, int]:
     head = "".join(lines)
     if head.count("\n") != len(lines) or head.count("\r") != len(lines):
         head = _without_line_breaks(lines)
-    data = head.encode("utf-8", "surrogateescape")
+    # surrogateescape: header bytes that are not UTF-8 go out exactly as they came in.
+    return head.encode("utf-8", "surrogateescape")
+
+
+def _keep_alive(raw: web.BaseRequest) -> bool:
+    # A request body left unread (413, 408, an early answer) makes the connection unusable
+    # for another request: say so, and aiohttp drains a little of it, then closes.
+    return raw.keep_alive and not (raw.body_exists and not raw.content.is_eof())
+
+
+def complete(raw: web.BaseRequest, response: Response) -> tuple[Complete, int]:
+    """Serialise a response with a whole body; returns it and the body bytes sent."""
+    status = response.status
+    headers = response.headers
+    body = response.body
+    if _bodiless(raw, status):
+        body = b""  # a HEAD answer keeps the upstream's Content-Length: it describes the GET
+    else:
+        headers["Content-Length"] = str(len(body))
+    keep_alive = _keep_alive(raw)
+    data = _head(raw, status, headers, keep_alive)
     return Complete(data + body if body else data, status, keep_alive), len(body)
 
 
@@ -118,28 +133,52 @@ def _without_line_breaks(lines: list[str]) -> str:
     return "".join([*kept, "\r\n"])
 
 
-async def stream(
-    raw: web.BaseRequest, response: Response, rid: str
-) -> tuple[web.StreamResponse, int]:
-    """Send a streamed body chunk by chunk, with the client's flow control."""
+async def stream(raw: web.BaseRequest, response: Response, rid: str) -> tuple[Complete, int]:
+    """Send a streamed body chunk by chunk, with the client's flow control.
+
+    Declared lengths are kept; otherwise HTTP/1.1 clients get chunked encoding and HTTP/1.0
+    clients a body that ends when the connection closes.
+    """
     body = response.stream
-    if body is None:
-        raise ValueError("stream() needs a streamed response")
-    out = web.StreamResponse(status=response.status, headers=response.headers)
+    status, headers = response.status, response.headers
+    transport = raw.transport
+    if body is None or transport is None or transport.is_closing():
+        if body is not None:
+            body.close()  # the client went away before the answer: nothing to write
+        return Complete(b"", status, False), 0
+    keep_alive = _keep_alive(raw)
+    chunked = False
+    if _bodiless(raw, status):
+        body.close()
+        transport.write(_head(raw, status, headers, keep_alive))
+        return Complete(b"", status, keep_alive), 0
+    headers.popall("Transfer-Encoding", None)
     if body.length is not None:
-        out.content_length = body.length
+        headers["Content-Length"] = str(body.length)
+    elif raw.version >= (1, 1):
+        headers["Transfer-Encoding"] = "chunked"
+        chunked = True
+    else:
+        keep_alive = False
+    transport.write(_head(raw, status, headers, keep_alive))
+    protocol = raw.protocol
     sent = 0
     try:
-        await out.prepare(raw)
         async for chunk in body:
-            await out.write(chunk)
+            if transport.is_closing():
+                raise ConnectionResetError("client went away")
+            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
             sent += len(chunk)
-        await out.write_eof()
-        _sent(raw)
+            if protocol.writing_paused:
+                await raw.writer.drain()  # the client reads slower than the upstream sends
+        if chunked:
+            transport.write(b"0\r\n\r\n")
     except (UpstreamError, ConnectionError) as exc:
         # Mid-body there is no status left to send: close, so the client sees the truncation.
         body.close()
-        if raw.transport is not None:
-            raw.transport.close()
+        transport.close()
         log.info("request %s: response cut short: %s", rid, type(exc).__name__)
-    return out, sent
+        return Complete(b"", status, False), sent
+    if not keep_alive:
+        transport.close()  # a body delimited by the close (HTTP/1.0 without length)
+    return Complete(b"", status, keep_alive), sent

@@ -223,6 +223,42 @@ async def test_body_delimited_by_connection_close(
     server.close()
 
 
+async def test_header_bytes_that_are_not_utf8_pass_through_unchanged(
+    make_gateway: GatewayFactory,
+) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\nETag: "caf\xe9"\r\nContent-Length: 2\r\n\r\nok')
+        await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gw = await make_gateway(BASIC.replace("UPSTREAM_URL", f"http://127.0.0.1:{port}"))
+    host, gw_port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(gw_port))
+    writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b'\r\nETag: "caf\xe9"\r\n' in head
+    writer.close()
+    server.close()
+
+
+async def test_http10_client_gets_a_streamed_body_delimited_by_close(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(BASIC)
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    size = 3 * 1024 * 1024
+    writer.write(b"GET /bytes/%d HTTP/1.0\r\nHost: x\r\n\r\n" % size)
+    data = await reader.read()  # until the gateway closes
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200")
+    assert b"Transfer-Encoding" not in head
+    assert body == pattern(size)
+    writer.close()
+
+
 async def test_request_body_encoding_is_not_decoded(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway(BASIC)
     body = gzip.compress(b"x" * 10000)
