@@ -18,6 +18,7 @@ import pytest
 from gateway.store.redis import RedisStore
 from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.redis_sentinel import SentinelGroup
+from tests.support.redis_server import RedisServer
 
 
 def _need_redis_cli() -> None:
@@ -65,6 +66,13 @@ class Topology:
             return self.cluster.ports
         assert self.sentinel is not None
         return [self.sentinel.master().port]
+
+    def master_servers(self) -> list[RedisServer]:
+        """The redis-server processes that take writes now."""
+        if self.cluster is not None:
+            return list(self.cluster.nodes)
+        assert self.sentinel is not None
+        return [self.sentinel.master()]
 
     def cli(self, *args: str) -> str:
         """A redis-cli command on the node that serves its key (`-c` follows MOVED)."""
