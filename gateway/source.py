@@ -87,7 +87,11 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Positions]:
     if root is None:
         return None, Positions(lines)
     lines[()] = root.start_mark.line + 1
-    value = _construct(root, (), lines, problems, file, _Loader(""))
+    try:
+        value = _Builder(file, lines, problems).build(root, ())
+    except _TooLarge:
+        message = f"invalid YAML: more than {_MAX_VALUES} values once aliases are expanded"
+        raise YamlProblems([ConfigProblem(file, None, "", message)]) from None
     if problems:
         raise YamlProblems(problems)
     return value, Positions(lines)
@@ -101,45 +105,91 @@ class YamlProblems(Exception):
         super().__init__("\n".join(map(str, problems)))
 
 
-def _construct(
-    node: yaml.Node,
-    loc: Loc,
-    lines: dict[Loc, int],
-    problems: list[ConfigProblem],
-    file: str,
-    loader: yaml.SafeLoader,
-) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
-        result: dict[Any, Any] = {}
+_MAX_DEPTH = 64
+_MAX_VALUES = 1_000_000
+"""Values a document may expand to through aliases (a few kB can otherwise name billions)."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Builder:
+    """Plain values from YAML nodes, recording the line of each; bounded whatever the document
+    does (recursive aliases, alias bombs, deep nesting, unknown or malformed tags)."""
+
+    def __init__(self, file: str, lines: dict[Loc, int], problems: list[ConfigProblem]) -> None:
+        self.file = file
+        self.lines = lines
+        self.problems = problems
+        self.loader = _Loader("")
+        self.active: set[int] = set()
+        self.left = _MAX_VALUES
+
+    def add(self, node: yaml.Node, loc: Loc, message: str) -> None:
+        self.problems.append(
+            ConfigProblem(self.file, node.start_mark.line + 1, format_loc(loc), message)
+        )
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise _TooLarge()
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, loc)
+        if len(loc) >= _MAX_DEPTH:
+            self.add(node, loc, f"nested more than {_MAX_DEPTH} levels deep")
+            return None
+        if id(node) in self.active:
+            self.add(node, loc, "an alias refers to a value that contains it")
+            return None
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, loc)
+            if isinstance(node, yaml.SequenceNode):
+                items = []
+                for index, item in enumerate(node.value):
+                    child = (*loc, index)
+                    self.lines[child] = item.start_mark.line + 1
+                    items.append(self.build(item, child))
+                return items
+            return None
+        finally:
+            self.active.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
+        try:
+            self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
+        except yaml.YAMLError as exc:
+            self.add(node, loc, f"invalid YAML: {getattr(exc, 'problem', None) or exc}")
+            return {}
+        result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = (
+                self.scalar(key_node, loc, quiet=True)
+                if isinstance(key_node, yaml.ScalarNode)
+                else ()
+            )
             if not isinstance(key, str | int | float | bool) and key is not None:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        key_node.start_mark.line + 1,
-                        format_loc(loc),
-                        "mapping keys must be plain values",
-                    )
-                )
+                self.add(key_node, loc, "mapping keys must be plain values")
                 continue
             key = str(key) if not isinstance(key, str) else key
             child = (*loc, key)
             if key in result:
-                problems.append(
-                    ConfigProblem(
-                        file, key_node.start_mark.line + 1, format_loc(child), "duplicate key"
-                    )
-                )
-            lines[child] = key_node.start_mark.line + 1
-            result[key] = _construct(value_node, child, lines, problems, file, loader)
+                self.add(key_node, child, "duplicate key")
+            self.lines[child] = key_node.start_mark.line + 1
+            result[key] = self.build(value_node, child)
         return result
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for index, item in enumerate(node.value):
-            child = (*loc, index)
-            lines[child] = item.start_mark.line + 1
-            items.append(_construct(item, child, lines, problems, file, loader))
-        return items
-    return loader.construct_object(node, deep=True)
+
+    def scalar(self, node: yaml.ScalarNode, loc: Loc, quiet: bool = False) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        # PyYAML's constructors of tagged scalars (`!!int x`, `!!bool maybe`, `!!timestamp x`,
+        # unknown tags) fail with whatever their conversion happens to raise (ValueError,
+        # KeyError, even AttributeError): each is a problem in the file, not a crash.
+        except Exception:
+            if not quiet:
+                value = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+                self.add(node, loc, f"invalid YAML: cannot read {value!r} as {node.tag}")
+            return ()  # no plain value: refused by the caller (key) or by validation

@@ -6,6 +6,7 @@ Each accepts the SPEC's spelling (`250ms`, `10MiB`, `10/s`) or a plain number.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -41,12 +42,17 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise PydanticCustomError("duration", "duration must not be negative", {})
-        return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if match is None:
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise _invalid("duration", value)
+        number, unit = match.groups()
+        seconds = float(number) * _DURATION_UNITS[unit or "s"]
+    # `.inf` (or a number too long for a float) would reach timers and deadlines as infinity.
+    if not math.isfinite(seconds):
         raise _invalid("duration", value)
-    number, unit = match.groups()
-    return float(number) * _DURATION_UNITS[unit or "s"]
+    return seconds
 
 
 def parse_size(value: Any) -> int:
@@ -61,7 +67,10 @@ def parse_size(value: Any) -> int:
     if match is None or match.group(2).lower() not in _SIZE_UNITS:
         raise _invalid("size", value)
     number, unit = match.groups()
-    return int(float(number) * _SIZE_UNITS[unit.lower()])
+    size = float(number) * _SIZE_UNITS[unit.lower()]
+    if not math.isfinite(size):
+        raise _invalid("size", value)
+    return int(size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +97,8 @@ def parse_rate(value: Any) -> RateValue:
         raise _invalid("rate", value, " (expected e.g. 10/s, 600/m)")
     count, multiple, unit = match.groups()
     period = float(multiple or 1) * _DURATION_UNITS[unit]
+    if not (math.isfinite(float(count)) and math.isfinite(period)):
+        raise _invalid("rate", value, " (expected e.g. 10/s, 600/m)")
     if float(count) <= 0 or period <= 0:
         raise PydanticCustomError("rate", f"rate must be positive, got {value!r}")
     return RateValue(float(count), period)
