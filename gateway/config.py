@@ -175,6 +175,8 @@ class UpstreamConfig(Model):
 def _method(value: str) -> str:
     if not _TOKEN.fullmatch(value):
         raise PydanticCustomError("method", f"invalid method {value!r}")
+    if value.upper() == "CONNECT":
+        raise PydanticCustomError("method", "the gateway proxies no CONNECT tunnels")
     return value.upper()
 
 

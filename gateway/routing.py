@@ -74,6 +74,10 @@ class NotAllowed:
         self.allow = ", ".join(sorted(allow))
 
 
+ANY_METHOD = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
+"""What `Allow` names for a route that takes any method (CONNECT excepted)."""
+
+
 class Router:
     """Finds the route for a request."""
 
@@ -82,12 +86,15 @@ class Router:
 
     def match(self, host: str, path: str, method: str) -> Route | NotAllowed | None:
         allowed: set[str] | None = None
+        # A reverse proxy opens no tunnels: the bytes after a CONNECT head are no body, and
+        # forwarding them framed as one would let a client smuggle requests to the upstream.
+        tunnel = method == "CONNECT"
         for route in self.routes:
             if not route.takes(host, path):
                 continue
             methods = route.methods
-            if methods is None or method in methods:
+            if not tunnel and (methods is None or method in methods):
                 return route
             allowed = allowed or set()
-            allowed |= methods
+            allowed |= methods or ANY_METHOD
         return NotAllowed(allowed) if allowed else None

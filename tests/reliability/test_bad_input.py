@@ -1,0 +1,462 @@
+"""Bad input through `gateway run` on a real socket, fuzzed and targeted.
+
+The fuzz: random methods, request-targets (odd bytes, percent-encodings, dot segments,
+absolute form), versions, header names and values (smuggling-prone Content-Length /
+Transfer-Encoding combinations, cookies, credentials, rate-limit keys, cache directives) and
+bodies, sent raw to a worker serving every policy on a private Redis. Every answer must be
+one well-formed HTTP response; a status of 500 or more only as the documented 502/504 of an
+upstream failure; the gateway's own errors in its JSON shape without echoing what was sent;
+and the worker keeps serving a normal request after each. At the end, the process log holds
+no traceback and no worker was replaced.
+
+Targeted: invalid cookies (fuzzed too) are 401 without a crash, huge header and query values
+used as rate-limit keys end up as fixed-size digests in Redis, a client varying a header
+cannot make the cache hold more than `max_variants` copies of a URI, CONNECT is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httptools
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from gateway.errors import ConfigError
+from gateway.loader import parse_config
+from loadtest.procs import Children, free_port, start_gateway
+from tests.reliability.upstream_thread import UPSTREAM_MARK, ThreadedUpstream
+from tests.support.redis_server import RedisServer
+
+MARKER = "SECRETMARKER"
+"""Put into header values: a gateway error must never echo it."""
+
+
+@dataclass
+class Served:
+    port: int
+    log: Path
+    redis: RedisServer
+    upstream: ThreadedUpstream
+
+
+@pytest.fixture(scope="module")
+def served(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    redis_server.cli("FLUSHALL")
+    workdir = tmp_path_factory.mktemp("fuzz-heads")
+    port, admin = free_port(), free_port()
+    config = workdir / "gateway.yaml"
+    log = workdir / "gateway.log"
+    with ThreadedUpstream() as upstream, Children() as children:
+        config.write_text(
+            f"""
+listen: 127.0.0.1:{port}
+admin: {{listen: 127.0.0.1:{admin}}}
+redis: {{url: '{redis_server.url}'}}
+max_request_body: 64KiB
+client: {{header_timeout: 300ms, body_timeout: 300ms}}
+upstreams:
+  backend: {{targets: ['{upstream.url}'], timeouts: {{connect: 1s, read: 3s}}}}
+routes:
+  - name: limited
+    match: {{path: /limited}}
+    upstream: backend
+    policies:
+      - rate_limit: {{algorithm: sliding_window, limit: 1000000, window: 1m, key: header.X-Key}}
+  - name: cached
+    match: {{path: /cached}}
+    upstream: backend
+    policies:
+      - cache: {{ttl: 10s, max_variants: 4}}
+  - name: login
+    match: {{path: /login}}
+    upstream: backend
+    policies:
+      - session: {{cookie: sid, bearer: true}}
+  - name: keyed
+    match: {{path: /keyed}}
+    upstream: backend
+    policies:
+      - rate_limit: {{algorithm: token_bucket, rate: 1/h, burst: 1000, key: [header.X-Key, query.k]}}
+  - name: account
+    match: {{path: /account}}
+    upstream: backend
+    policies:
+      - session: {{cookie: sid, bearer: true, optional: true, forward: {{user_id: X-User-Id}}}}
+      - rate_limit: {{algorithm: token_bucket, rate: 100000/s, burst: 100000, key: session.user_id}}
+  - name: all
+    match: {{path: /}}
+    upstream: backend
+"""
+        )
+        start_gateway(children, config, workers=1, env=dict(os.environ), admin_port=admin, log=log)
+        yield Served(port, log, redis_server, upstream)
+
+
+@dataclass
+class Message:
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    complete: bool = False
+
+
+class _Parser:
+    """httptools callbacks collecting every response on the connection (1xx included)."""
+
+    def __init__(self, head_only: bool) -> None:
+        self.messages: list[Message] = []
+        self.head_only = head_only
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        self.messages.append(Message())
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.messages[-1].headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        message = self.messages[-1]
+        message.status = self.parser.get_status_code()
+        if self.head_only and message.status >= 200:
+            message.complete = True  # a HEAD answer has no body, whatever its length says
+
+    def on_body(self, body: bytes) -> None:
+        self.messages[-1].body += body
+
+    def on_message_complete(self) -> None:
+        self.messages[-1].complete = True
+
+    def final(self) -> Message | None:
+        for message in self.messages:
+            if message.complete and not 100 <= message.status < 200:
+                return message
+        return None
+
+
+def exchange(port: int, raw: bytes, head_only: bool, timeout: float = 5.0) -> Message | None:
+    """Send `raw`, read until the first final response is complete (or the peer closes)."""
+    parser = _Parser(head_only)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        # Refused mid-send: what it answered before closing is still read below.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(raw)
+        while parser.final() is None:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            parser.parser.feed_data(data)  # raises HttpParserError on a malformed answer
+    return parser.final()
+
+
+# -- strategies: mostly plausible requests with one or two odd parts, so that most get past
+# the parser into routing, the policies and the upstream.
+def mostly(usual: st.SearchStrategy[str], odd: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """`usual` four times in five, else `odd`."""
+    return st.integers(0, 4).flatmap(lambda n: odd if n == 0 else usual)
+
+
+METHODS = mostly(
+    st.sampled_from(["GET", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]),
+    st.one_of(
+        st.sampled_from(
+            ["TRACE", "CONNECT", "get", "PURGE", "PROPFIND", "M-SEARCH", "G@T", "", "GET GET"]
+        ),
+        st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ!#$%&'*+.^_`|~-", min_size=1, max_size=12),
+    ),
+)
+SEGMENTS = mostly(
+    st.text("abcdefghijklmnopqrstuvwxyz0123456789-._~", min_size=1, max_size=8),
+    st.one_of(
+        st.sampled_from(
+            [
+                "%00", "%2f..", "..%2f", "%2e%2e", "%2F", "%5c", "\\", "..", ".", "", "%", "%zz",
+                "%4", "%41", "%C3%A9", "é", "%ff", ";x=1", "*", "~user", "a b", "\x01", "\x7f",
+                "%0d%0aX-Injected:%201", "%u002e", "x" * 300, "\t",
+            ]
+        ),
+        st.text(min_size=0, max_size=8),
+    ),
+)  # fmt: skip
+PREFIXES = mostly(
+    st.sampled_from(["/limited/", "/cached/", "/account/", "/x/"]),
+    st.sampled_from(["/", "//", "/./", "/limited/../cached/", "/LIMITED/"]),
+)
+QUERIES = mostly(
+    st.sampled_from(["", "", "?a=1", "?b=2&a=1"]),
+    st.sampled_from(["?a=1&a=2", "?%00=%zz", "?x=" + "y" * 200, "?", "#frag", "?a=é"]),
+)
+
+
+@st.composite
+def targets(draw: st.DrawFn) -> str:
+    path = draw(PREFIXES) + "/".join(draw(st.lists(SEGMENTS, max_size=3))) + draw(QUERIES)
+    form = draw(st.sampled_from(["origin"] * 12 + ["absolute", "asterisk", "authority", "bare"]))
+    if form == "absolute":
+        return "http://example.com" + path
+    if form == "asterisk":
+        return "*"
+    if form == "authority":
+        return "example.com:443"
+    if form == "bare":
+        return path.lstrip("/")
+    return path
+
+
+VERSIONS = mostly(
+    st.just("HTTP/1.1"),
+    st.sampled_from(["HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/1.10", "HTTP/1"]),
+)
+NAMES = mostly(
+    st.sampled_from(
+        [
+            "Content-Length", "Transfer-Encoding", "Cookie", "Authorization", "X-Key",
+            "Cache-Control", "If-None-Match", "If-Modified-Since", "Range", "Expect",
+            "Connection", "Upgrade", "X-Forwarded-For", "X-Request-ID", "X-User-Id", "Vary",
+            "Accept-Encoding", "Pragma", "TE", "Trailer", "Proxy-Authorization", "Keep-Alive",
+            "Host", "Accept", "Origin", "X-Forwarded-Host", "Via",
+        ]
+    ),
+    st.one_of(
+        st.sampled_from(
+            ["content-length", "transfer-encoding", "Content-Length ", "X Y", "X:Y", "é", ""]
+        ),
+        st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", max_size=12),
+    ),
+)  # fmt: skip
+VALUES = mostly(
+    st.sampled_from(
+        [
+            "chunked", "gzip, chunked", "identity", "5", "0", "sid=" + "a" * 20,
+            "sid=" + "a" * 20 + "; sid=" + "b" * 20, 'sid="' + "c" * 20 + '"', "sid=", "sid",
+            "theme=dark; sid=" + "d" * 30, "Bearer " + "t" * 20, "Bearer", "Basic dXNlcjpwYXNz",
+            "100-continue", "close", "keep-alive", "Upgrade", "websocket", "no-store",
+            "no-cache", "only-if-cached", "max-age=0", "max-stale", "bytes=0-1", "bytes=5-1",
+            "*", '"v1"', 'W/"x"', "1.2.3.4", "1.2.3.4, 5.6.7.8", "unknown", "::1", "42",
+            "text/html", "gzip", "x",
+        ]
+    ),
+    st.one_of(
+        st.sampled_from(
+            [
+                "", " ", "Chunked", "chunked, identity", "chunked\x00", "-1", "+5", "0x10",
+                "1e3", " 5", "5, 5", "99999999999999999999", ";;;", "sid=\x00" + "a" * 20,
+                "sid=é" + "a" * 20, "Bearer  ", "h2c", MARKER + "a" * 8000, MARKER,
+                "\x00" + MARKER, "\x7f", "\tx", "x\t", "é" + MARKER, "\x80\xff",
+            ]
+        ),
+        st.text(max_size=40).map(lambda text: text.replace("\r", "").replace("\n", "")),
+    ),
+)  # fmt: skip
+BODIES = st.one_of(
+    st.just(b""),
+    st.just(b""),
+    st.binary(max_size=64),
+    st.sampled_from(
+        [
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n",
+            b"zz\r\nhello\r\n0\r\n\r\n",
+            b"0\r\n\r\n",
+            b"0\r\nX-Trailer: 1\r\n\r\n",
+            b"5;ext=1\r\nhello\r\n0\r\n\r\n",
+            b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+    ),
+)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """(raw request bytes, whether it is a HEAD request)."""
+    method = draw(METHODS)
+    target = draw(targets())
+    version = draw(VERSIONS)
+    headers = draw(st.lists(st.tuples(NAMES, VALUES), max_size=5))
+    body = draw(BODIES)
+    if draw(st.integers(0, 9)) > 0:
+        headers.insert(0, ("Host", "x"))
+    framed = any(n.lower() in ("content-length", "transfer-encoding") for n, _ in headers)
+    if body and not framed and draw(st.integers(0, 3)) > 0:
+        headers.append(("Content-Length", str(len(body))))  # mostly a body that fits its length
+    lines = [f"{method} {target} {version}"] + [f"{name}: {value}" for name, value in headers]
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+    return raw, method == "HEAD"
+
+
+def check_answer(message: Message | None, raw: bytes, head_only: bool) -> None:
+    assert message is not None, f"no answer to {raw[:300]!r}"
+    status = message.status
+    assert 100 <= status < 600
+    headers = {
+        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in message.headers
+    }
+    assert status < 500 or status in (502, 504), (status, bytes(message.body), raw[:300])
+    assert b"Traceback" not in message.body
+    if status >= 400 and not head_only and UPSTREAM_MARK.lower() not in headers:
+        # The gateway's own answers (the upstream's pass through as they are): its shape.
+        assert headers.get("content-type", "").startswith("application/json"), (
+            status,
+            headers,
+            raw[:300],
+        )
+        payload = json.loads(bytes(message.body))
+        assert isinstance(payload.get("error"), str), payload
+        assert isinstance(payload.get("request_id"), str), payload
+        # Nothing the client sent comes back, but the X-Request-ID it chose (kept on purpose).
+        echoed = {key: value for key, value in payload.items() if key != "request_id"}
+        assert MARKER not in json.dumps(echoed), payload
+
+
+def normal_request_works(port: int) -> None:
+    answer = exchange(port, b"GET /x/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", False)
+    assert answer is not None
+    assert answer.status == 200, answer
+
+
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "400")),
+    deadline=None,
+    derandomize=os.environ.get("FUZZ_SEED") is None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(request=requests())
+def test_every_request_head_gets_a_well_formed_answer(
+    served: Served, request: tuple[bytes, bool]
+) -> None:
+    raw, head_only = request
+    answer = exchange(served.port, raw, head_only)
+    event(f"status {answer.status if answer else None}")  # --hypothesis-show-statistics
+    check_answer(answer, raw, head_only)
+    normal_request_works(served.port)
+
+
+COOKIES = st.one_of(
+    st.text(max_size=300).map(lambda text: "".join(c for c in text if c not in "\r\n\x00")),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["sid", "SID", " sid", "sid ", "theme", "", "sid\t"]),
+            st.sampled_from(["=", "==", "", " = "]),
+            st.one_of(
+                st.text("ABCxyz019_-", max_size=300),
+                st.sampled_from(['"' + "q" * 20 + '"', '"', '""', "a" * 15, "a" * 257, "é" * 20]),
+            ),
+        ),
+        max_size=4,
+    ).map(lambda parts: "; ".join(f"{name}{eq}{value}" for name, eq, value in parts)),
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(cookie=COOKIES)
+def test_invalid_cookies_are_401_never_a_crash(served: Served, cookie: str) -> None:
+    raw = f"GET /login/x HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    answer = exchange(served.port, raw.encode("utf-8"), False)
+    assert answer is not None
+    if answer.status == 400:
+        return  # the server's parser refused the header itself (JSON checked by the fuzz above)
+    assert answer.status == 401, (answer, cookie)
+    payload = json.loads(bytes(answer.body))
+    assert payload["error"] == "unauthenticated"
+    assert dict(answer.headers).get(b"WWW-Authenticate")
+
+
+def rate_limit_keys(redis: RedisServer) -> list[str]:
+    return [key for key in redis.cli("--scan", "--pattern", "rl:*").split() if key]
+
+
+def test_huge_values_used_as_rate_limit_keys_are_hashed_and_bounded(served: Served) -> None:
+    before = set(rate_limit_keys(served.redis))
+    huge_header = MARKER + "h" * 8000  # just under client.max_field_size
+    huge_query = MARKER + "q" * 7000  # just under client.max_line_size
+    for path, headers in (
+        ("/limited/k", f"X-Key: {huge_header}\r\n"),
+        (f"/keyed/k?k={huge_query}", f"X-Key: {huge_header}\r\n"),
+        (f"/keyed/k?k={huge_query}", ""),
+    ):
+        raw = f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+        answer = exchange(served.port, raw.encode(), False)
+        assert answer is not None
+        assert answer.status == 200, answer
+        assert dict(answer.headers).get(b"RateLimit")  # counted in Redis, not allowed blindly
+    new = set(rate_limit_keys(served.redis)) - before
+    assert len(new) == 3  # one per identity (each route has one limit)
+    for key in new:
+        assert re.fullmatch(r"rl:v1:\{[0-9a-f]{32}\}:[0-9a-z_.:]{1,32}", key), key
+
+
+def test_a_client_varying_a_header_cannot_grow_the_cache_past_max_variants(
+    served: Served,
+) -> None:
+    async def varying(request: web.Request) -> web.Response:
+        return web.Response(
+            text=request.headers.get("X-Abuse", ""),
+            headers={"Cache-Control": "max-age=60", "Vary": "X-Abuse"},
+        )
+
+    served.upstream.backend.route("/cached/vary", varying)
+    for n in range(40):
+        value = f"{MARKER}-{n}-" + "v" * 1000
+        raw = (
+            f"GET /cached/vary HTTP/1.1\r\nHost: x\r\nX-Abuse: {value}\r\nConnection: close\r\n\r\n"
+        )
+        answer = exchange(served.port, raw.encode(), False)
+        assert answer is not None
+        assert (answer.status, bytes(answer.body).decode()) == (200, value)  # never mixed up
+    entries = [
+        key
+        for key in served.redis.cli("--scan", "--pattern", "gw:cache:v1:{*}").split()
+        if key.endswith("}")
+    ]
+    counts = []
+    for key in entries:
+        fields = served.redis.cli("HKEYS", key).split()
+        counts.append(sum(field.startswith("e:") for field in fields))
+        assert not [f for f in fields if MARKER in f], fields  # variants are digests
+    assert max(counts) == 4, counts  # max_variants of the route
+
+
+def test_connect_is_refused_and_never_forwarded(served: Served) -> None:
+    seen = len(served.upstream.backend.requests)
+    for target in ("/x", "example.com:443"):
+        raw = f"CONNECT {target} HTTP/1.1\r\nHost: x\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"
+        answer = exchange(served.port, raw.encode(), False)
+        assert answer is not None
+        assert answer.status in (400, 405), answer
+    assert not [r for r in served.upstream.backend.requests[seen:] if r["method"] == "CONNECT"]
+
+
+def test_connect_cannot_be_configured() -> None:
+    text = (
+        "upstreams: {b: {targets: ['http://127.0.0.1:1']}}\n"
+        "routes: [{name: r, upstream: b, match: {methods: [GET, CONNECT]}}]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml", env={})
+    assert [str(p) for p in caught.value.problems] == [
+        "c.yaml:2: routes[0].match.methods[1]: the gateway proxies no CONNECT tunnels"
+    ]
+
+
+def test_the_worker_logged_no_traceback_and_never_died(served: Served) -> None:
+    normal_request_works(served.port)
+    text = served.log.read_text(errors="replace")
+    assert "Traceback" not in text, text[-5000:]
+    assert "replacing it" not in text
