@@ -20,13 +20,18 @@ class CircuitBreaker:
     closes the breaker and resets the interval, its failure reopens it for twice as long
     (up to `max_interval`). `on_change(open)` is called when it opens and when it closes
     again (metrics), not for the probes in between.
+
+    The interval stays short: requests are the probes, so a Redis back from an outage is
+    only used again at the next probe (with a 10 s cap, up to 10 s after it returned when
+    nothing polls `/-/ready`), while a probe costs at most one request one `redis.timeout`
+    per interval and process.
     """
 
     def __init__(
         self,
         threshold: int = 5,
         base_interval: float = 0.5,
-        max_interval: float = 10.0,
+        max_interval: float = 2.0,
         on_change: Callable[[bool], None] | None = None,
     ) -> None:
         self.threshold = threshold

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -66,3 +67,26 @@ async def test_an_open_breaker_answers_without_touching_the_network() -> None:
         assert len(errors) == 5  # skipped calls are not store calls
     finally:
         await store.close()
+
+
+def test_after_a_long_outage_the_next_probe_is_at_most_two_seconds_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("gateway.store.breaker.time.monotonic", lambda: now[0])
+    breaker = CircuitBreaker()
+    for _ in range(breaker.threshold):
+        breaker.failure()
+    probes = []
+    while now[0] < 1060:  # a minute of outage, asked every 10 ms
+        now[0] += 0.01
+        if breaker.allow():
+            probes.append(now[0])
+            breaker.failure()
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert max(gaps) <= 2.0 + 0.011
+    assert len(probes) < 40  # still backing off: not a probe per request
+    now[0] += 2.0  # Redis is back: the next request within 2 s probes and closes it
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state is BreakerState.CLOSED
