@@ -11,6 +11,7 @@ which routes them by slot to one `RespClient` per master); pub/sub uses redis-py
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
 
 from gateway.errors import StoreUnavailable
 from gateway.store.resp import Address, RespClient
@@ -89,7 +89,9 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
     creds = _credentials(parts.netloc)
     tls = _tls(scheme, parts.query)
 
-    def resp(address: Address | Callable[[], Awaitable[Address]], db: int) -> RespClient:
+    def resp(
+        address: Address | Callable[[], Awaitable[Address]], db: int, *, sentinel: bool = False
+    ) -> RespClient:
         return RespClient(
             address,
             timeout=timeout,
@@ -99,6 +101,7 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
             db=db,
             tls=tls,
             connect_timeout=connect_timeout,
+            require_master=sentinel,
         )
 
     if scheme in ("redis", "rediss"):
@@ -121,13 +124,34 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
         )
 
         async def master() -> tuple[str, int]:
-            try:
-                host, port = await sentinel.discover_master(service)
-            except RedisError as exc:
-                raise StoreUnavailable(f"no master for {service!r}: {exc}") from exc
-            return str(host), int(port)
+            # Every Sentinel is asked at once: during a failover some still name the old
+            # master, and the highest configuration epoch is the newest view (the rule the
+            # Sentinels themselves follow). An unresponsive one is not waited for long.
+            asking = [
+                asyncio.ensure_future(watcher.sentinel_masters()) for watcher in sentinel.sentinels
+            ]
+            done, late = await asyncio.wait(asking, timeout=connect_timeout / 2)
+            for task in late:
+                task.cancel()
+            best: dict[str, Any] | None = None
+            errors = []
+            for task in done:
+                if task.exception() is not None:
+                    errors.append(repr(task.exception()))
+                    continue
+                state = task.result().get(service)
+                if state is None or not sentinel.check_master_state(state, service):
+                    continue
+                if best is None or state["config-epoch"] > best["config-epoch"]:
+                    best = state
+            if best is None:
+                detail = "; ".join(errors) or f"{len(late)} Sentinel(s) did not answer in time"
+                raise StoreUnavailable(f"no Sentinel names a usable master {service!r}: {detail}")
+            return str(best["ip"]), int(best["port"])
 
-        return Clients(resp(master, db), lambda: sentinel.master_for(service, db=db, **creds))
+        return Clients(
+            resp(master, db, sentinel=True), lambda: sentinel.master_for(service, db=db, **creds)
+        )
     if scheme in ("redis+cluster", "rediss+cluster"):
         cluster = ClusterClient(
             _hosts(parts.netloc, 6379),

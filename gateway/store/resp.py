@@ -41,8 +41,9 @@ class ReplyError(Exception):
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, on_not_serving: Callable[[], None] | None = None) -> None:
         self._timeout = timeout
+        self._on_not_serving = on_not_serving
         self._reader = hiredis.Reader()
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._out: list[bytes] = []
@@ -50,6 +51,8 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.retired = False
+        """Takes no new commands; closes once the pending ones are answered."""
         self.lost: asyncio.Future[None] = self._loop.create_future()
 
     @property
@@ -80,20 +83,30 @@ class _Connection(asyncio.Protocol):
                     if not future.done():
                         future.set_exception(StoreUnavailable(f"redis is not serving: {error}"))
                     self._fail(StoreUnavailable(f"redis is not serving: {error.code}"))
+                    if self._on_not_serving is not None:
+                        self._on_not_serving()  # the server's state, not this connection's
                     return
                 if not future.done():
                     future.set_exception(error)
             elif not future.done():
                 future.set_result(reply)
+        if self.retired and not waiting and self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(StoreUnavailable("redis connection lost"))
         if not self.lost.done():
             self.lost.set_result(None)
 
+    def retire(self) -> None:
+        """Take no new commands; close as soon as the pending ones are answered."""
+        self.retired = True
+        if not self._waiting and self.transport is not None:
+            self.transport.close()
+
     def call(self, packed: bytes) -> asyncio.Future[Any]:
         future = self._loop.create_future()
-        if self.closed:
+        if self.closed or self.retired:
             future.set_exception(StoreUnavailable("redis connection closed"))
             return future
         self._waiting.append((future, time.monotonic()))
@@ -112,7 +125,7 @@ class _Connection(asyncio.Protocol):
 
     def _check(self) -> None:
         self._timer = None
-        if not self._waiting or self.closed:
+        if not self._waiting:
             return
         age = time.monotonic() - self._waiting[0][1]
         if age >= self._timeout:
@@ -147,6 +160,7 @@ class RespClient:
         db: int = 0,
         tls: ssl.SSLContext | None = None,
         connect_timeout: float = 1.0,
+        require_master: bool = False,
     ) -> None:
         self._address = address
         self.timeout = timeout
@@ -157,6 +171,11 @@ class RespClient:
             self._setup.append(hiredis.pack_command(auth))
         if db:
             self._setup.append(hiredis.pack_command(("SELECT", db)))
+        if require_master:
+            # Whoever named the address (a Sentinel) may lag behind a failover: a server
+            # that is no longer the master is refused before any command goes to it.
+            self._setup.append(hiredis.pack_command(("ROLE",)))
+        self._require_master = require_master
         self._tls = tls
         self._connect_timeout = connect_timeout
         self._connections: list[_Connection] = []
@@ -180,13 +199,20 @@ class RespClient:
         futures = [connection.call(hiredis.pack_command(tuple(c))) for c in commands]
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
+    def retire_all(self) -> None:
+        """Open new connections for the next commands (to the address asked for again); the
+        current ones still deliver the replies they owe, then close."""
+        connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.retire()
+
     def _pick(self) -> _Connection | None:
         connections = self._connections
         if len(connections) < self._size:
             return None
         self._next = (self._next + 1) % len(connections)
         candidate = connections[self._next]
-        if candidate.closed:
+        if candidate.closed or candidate.retired:
             connections.remove(candidate)
             return None
         return candidate
@@ -206,30 +232,39 @@ class RespClient:
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
         host, port = "?", 0
+        connection: _Connection | None = None
+
+        def protocol() -> _Connection:
+            return _Connection(self.timeout, self.retire_all)
+
         try:
             async with asyncio.timeout(self._connect_timeout):
                 address = self._address
                 host, port = address if isinstance(address, tuple) else await address()
                 if host.startswith("/"):
-                    _, connection = await loop.create_unix_connection(
-                        lambda: _Connection(self.timeout), host
-                    )
+                    _, connection = await loop.create_unix_connection(protocol, host)
                 else:
                     _, connection = await loop.create_connection(
-                        lambda: _Connection(self.timeout),
+                        protocol,
                         host,
                         port,
                         ssl=self._tls,
                         server_hostname=host if self._tls else None,
                     )
-                for packed in self._setup:
-                    await connection.call(packed)
-        except (OSError, TimeoutError) as exc:
-            raise StoreUnavailable(
-                f"cannot connect to redis at {host}:{port}: {type(exc).__name__}"
-            ) from exc
-        except ReplyError as exc:
-            raise StoreUnavailable(f"redis refused the connection setup: {exc}") from exc
+                replies = [await connection.call(packed) for packed in self._setup]
+            if self._require_master and replies[-1][0] != b"master":
+                role = replies[-1][0].decode(errors="replace")
+                raise StoreUnavailable(f"redis at {host}:{port} is a {role}, not the master")
+        except BaseException as exc:
+            if connection is not None and connection.transport is not None:
+                connection.transport.close()
+            if isinstance(exc, (OSError, TimeoutError)):
+                raise StoreUnavailable(
+                    f"cannot connect to redis at {host}:{port}: {type(exc).__name__}"
+                ) from exc
+            if isinstance(exc, ReplyError):
+                raise StoreUnavailable(f"redis refused the connection setup: {exc}") from exc
+            raise
         return connection
 
     async def close(self) -> None:
