@@ -156,7 +156,15 @@ class SentinelGroup:
                 return False
             (port,) = ports
             others = [server for server in self.servers if server.port != port]
-            return all(self._replicating(server, port) for server in others)
+            if not all(self._replicating(server, port) for server in others):
+                return False
+            # The master streams writes to a fresh replica only once it acknowledged the
+            # initial sync ("online"), up to a second later: a flush before that would reach
+            # it late, and a failover then would bring old data back.
+            with redis.Redis(port=port, socket_timeout=5, decode_responses=True) as client:
+                info = client.info("replication")
+            states = [info.get(f"slave{n}", {}).get("state") for n in range(len(others))]
+            return states == ["online"] * len(others)
         except (redis.RedisError, OSError):
             return False
 
@@ -182,7 +190,11 @@ class SentinelGroup:
             return False
 
     def flush(self) -> None:
-        self.master().cli("FLUSHALL")
+        """Empty the master and wait until the replica has emptied too."""
+        with redis.Redis(port=self.master().port, socket_timeout=10) as client:
+            client.flushall()
+            if client.wait(1, 5000) < 1:
+                raise RuntimeError("the replica did not acknowledge the flush")
 
     def cleanup(self) -> None:
         for sentinel in self.sentinels:
