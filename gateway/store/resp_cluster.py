@@ -120,15 +120,17 @@ class ClusterClient:
                     return reply
                 return await node.execute(*args)
             except ReplyError as error:
-                asking = False
                 if error.code == "MOVED":
                     slot, address = _target(error)
                     slots[slot] = address
+                    asking = False
                     self._refresh_soon()
                 elif error.code == "ASK":
                     _, address = _target(error)
                     asking = True
                 elif error.code == "TRYAGAIN":
+                    # Keys of one multi-key command on both sides of a migration: the same
+                    # node (with ASKING if that is how it was reached) may serve it shortly.
                     await asyncio.sleep(TRYAGAIN_PAUSE)
                 else:
                     raise
