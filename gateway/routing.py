@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.config import RouteConfig
+from gateway.paths import BadPath
 
 if TYPE_CHECKING:
     from gateway.http import Handler
@@ -77,6 +79,9 @@ class NotAllowed:
 ANY_METHOD = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
 """What `Allow` names for a route that takes any method (CONNECT excepted)."""
 
+_SEPARATOR = re.compile(r"%2F|%5C|\\")
+_SLASHES = re.compile(r"/{2,}")
+
 
 class Router:
     """Finds the route for a request."""
@@ -85,6 +90,10 @@ class Router:
         self.routes = routes
 
     def match(self, host: str, path: str, method: str) -> Route | NotAllowed | None:
+        """The route for a normalised `path` (see `gateway.paths`); `BadPath` when the path
+        would belong to another route for an upstream that decodes encoded separators."""
+        if "%2F" in path or "%5C" in path or "\\" in path:
+            self._refuse_ambiguous(host, path)
         allowed: set[str] | None = None
         # A reverse proxy opens no tunnels: the bytes after a CONNECT head are no body, and
         # forwarding them framed as one would let a client smuggle requests to the upstream.
@@ -98,3 +107,15 @@ class Router:
             allowed = allowed or set()
             allowed |= methods or ANY_METHOD
         return NotAllowed(allowed) if allowed else None
+
+    def _refuse_ambiguous(self, host: str, path: str) -> None:
+        # WSGI's PATH_INFO (Flask, Django), aiohttp's request.path and others decode %2F into
+        # a separator, some treat a backslash as one: `/admin%2Fusers` routed as a public
+        # path would be `/admin/users` upstream, past the admin route's policies. Within one
+        # route an encoded slash is data (`/repos/group%2Fproject`) and passes.
+        other = _SLASHES.sub("/", _SEPARATOR.sub("/", path))
+        if self._taker(host, other) is not self._taker(host, path):
+            raise BadPath("an encoded slash or backslash in the path changes its route")
+
+    def _taker(self, host: str, path: str) -> Route | None:
+        return next((route for route in self.routes if route.takes(host, path)), None)
