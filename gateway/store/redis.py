@@ -30,6 +30,10 @@ from gateway.store.resp import Arg, ReplyError
 
 log = logging.getLogger("gateway.store")
 
+PUBSUB_PING_INTERVAL = 0.5
+"""Seconds a subscription may be silent before it PINGs; as long again without an answer and it
+is considered lost."""
+
 CallObserver = Callable[[str, float, bool], None]
 """`(operation, seconds, failed)`, called after every store call (metrics)."""
 
@@ -162,19 +166,20 @@ class RedisStore(Store):
         backoff = 0.1
         while True:
             client = self._clients.pubsub()
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client.pubsub()
             subscribed = False
             try:
                 await pubsub.subscribe(channel)
+                async with asyncio.timeout(PUBSUB_PING_INTERVAL * 2):
+                    while not _is(await pubsub.get_message(timeout=None), "subscribe"):
+                        pass
                 subscribed = True
                 if not ready.done():
                     ready.set_result(None)
                 if on_status is not None:
                     on_status(True)
                 backoff = 0.1
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        handler(message["data"])
+                await _relay(pubsub, handler)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever broke it (even a redis-py bug): subscribe again
@@ -201,6 +206,32 @@ class RedisStore(Store):
         for task in list(self._subscriptions):
             task.cancel()
         await _quietly(self._clients.close())
+
+
+def _is(message: dict[str, Any] | None, kind: str) -> bool:
+    return message is not None and message.get("type") == kind
+
+
+async def _relay(pubsub: Any, handler: MessageHandler) -> None:
+    """Hand messages to `handler` until the connection fails or stops answering.
+
+    A server that hangs, or a network that drops packets, does not close the connection:
+    an idle subscription sends PING, and one left unanswered for an interval counts as lost
+    (so that its owner drops state it can no longer keep in sync, and a new subscription is
+    made, through the Sentinels to the current master if need be).
+    """
+    waiting_for_pong = False
+    while True:
+        message = await pubsub.get_message(timeout=PUBSUB_PING_INTERVAL)
+        if message is None:
+            if waiting_for_pong:
+                raise TimeoutError("no answer to PING on the pub/sub connection")
+            await pubsub.ping()
+            waiting_for_pong = True
+            continue
+        waiting_for_pong = False
+        if message.get("type") == "message":
+            handler(message["data"])
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -222,7 +222,13 @@ class RespClient:
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._open())
             self._connecting.add_done_callback(self._connected)
-        return await asyncio.shield(self._connecting)
+        # A caller waits no longer than a command may take (a host dropping packets, a slow
+        # Sentinel); the attempt goes on, up to the connect timeout, for the callers after it.
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(self._connecting)
+        except TimeoutError:
+            raise StoreUnavailable(f"no redis connection within {self.timeout:g}s") from None
 
     def _connected(self, attempt: asyncio.Future[_Connection]) -> None:
         self._connecting = None

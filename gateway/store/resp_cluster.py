@@ -160,11 +160,16 @@ class ClusterClient:
         return node
 
     async def _refresh(self) -> list[Address | None]:
-        # Concurrent callers share one refresh rather than each asking the cluster.
+        # Concurrent callers share one refresh rather than each asking the cluster, and wait
+        # for it no longer than a command may take (it goes on for the callers after them).
         if self._refreshing is None:
             self._refreshing = asyncio.ensure_future(self._load_slots())
             self._refreshing.add_done_callback(self._refreshed)
-        return await asyncio.shield(self._refreshing)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(self._refreshing)
+        except TimeoutError:
+            raise StoreUnavailable(f"no cluster slot map within {self.timeout:g}s") from None
 
     def _refreshed(self, attempt: asyncio.Future[list[Address | None]]) -> None:
         self._refreshing = None

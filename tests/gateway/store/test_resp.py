@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -92,3 +93,24 @@ async def test_auth_and_database_selection() -> None:
         await client.close()
     finally:
         server.cleanup()
+
+
+async def test_a_connect_that_hangs_fails_the_call_within_the_timeout() -> None:
+    # A listener whose accept queue is full drops SYNs, as a partitioned host does: the TCP
+    # connect itself hangs. The call must not wait for the (longer) connect timeout.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    client = RespClient(("127.0.0.1", port), timeout=0.2, connect_timeout=5.0)
+    try:
+        for _ in range(2):  # the second caller joins the attempt still going on
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"within 0\.2s"):
+                await client.execute("PING")
+            assert time.monotonic() - started < 0.6
+    finally:
+        await client.close()
+        filler.close()
+        listener.close()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 
 import redis.asyncio as aioredis
 
 from gateway.store import Store
-from gateway.store.redis import RedisStore
+from gateway.store.redis import PUBSUB_PING_INTERVAL, RedisStore
+from tests.support.redis_server import RedisServer
 
 
 class Recorder:
@@ -75,3 +78,27 @@ async def test_redis_reconnect_reports_loss_then_resubscription(
         await seen.until(lambda: seen.messages == [b"after"])
     finally:
         subscription.close()
+
+
+async def test_a_server_that_stops_answering_is_noticed_without_a_disconnect() -> None:
+    # SIGSTOP: the connection stays open and silent, as with a hung host or a lost network.
+    server = RedisServer().start()
+    store = RedisStore(server.url, timeout=0.25)
+    seen = Recorder()
+    subscription = await store.subscribe("t:frozen", seen.message, on_status=seen.status)
+    try:
+        await seen.until(lambda: seen.statuses == [True])
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        await seen.until(lambda: seen.statuses == [True, False])
+        assert time.monotonic() - frozen < 2 * PUBSUB_PING_INTERVAL + 0.5
+        server.process.send_signal(signal.SIGCONT)
+        await seen.until(lambda: seen.statuses[-1] is True)
+        await store.publish("t:frozen", b"thawed")
+        await seen.until(lambda: seen.messages == [b"thawed"])
+    finally:
+        subscription.close()
+        await store.close()
+        server.kill()  # works on a stopped process too
+        server.cleanup()
