@@ -47,5 +47,10 @@ loadtest: install redis-server
 bench: install redis-server
 	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 
+# Fault soak (issue 7): load while Redis is killed twice and the upstream stalls once,
+# e.g. `make soak SOAK_ARGS="--faults short --rate 50"`. Exit 1 when a must-be-zero is not.
+soak: install redis-server
+	$(BIN)/python -m loadtest.soak $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache loadtest/reports

@@ -1,0 +1,198 @@
+"""The soak's load and its judgement: a fixed-rate mix over loadtest/soak.yaml's routes, every
+answer classified, then per-second health and the recovery after each fault.
+
+An answer is *healthy* when the route did everything it does with Redis and the upstream
+well (a counted rate limit, a cache lookup that was not bypassed, a known session's identity
+forwarded). During a fault the documented degraded answers are expected instead; anything
+else is a must-be-zero: no answer within the bound (hung), a connection error, a 5xx the
+docs do not name, or a 200 whose body is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+ROUTES = ("passthrough", "limited", "strict", "cached", "account")
+FAST_BODY = b"Hello, World!"
+CACHEABLE_BODY = b"cacheable body"
+HOT_KEYS = 20
+DOCUMENTED_5XX = {
+    (502, "bad_gateway"),  # upstream refused or reset
+    (504, "gateway_timeout"),  # upstream too slow
+    (503, "rate_limit_unavailable"),  # store down, on_store_error: deny
+    (503, "session_store_unavailable"),  # store down, session policy
+}
+CACHE_WORKED = {"HIT", "MISS", "STALE", "EXPIRED"}  # BYPASS: the store was not used
+
+
+@dataclass
+class Outcome:
+    """One request: when it was due (seconds from the start), and what came of it."""
+
+    due: float
+    route: str
+    status: int | None = None
+    code: str | None = None
+    """The `error` of a gateway JSON answer."""
+    cache: str | None = None
+    healthy: bool = False
+    wrong: str | None = None
+    """Why a 200 was wrong (body, identity), else None."""
+    failure: str | None = None
+    """`hung` or `connection: <error>` when no HTTP answer came."""
+    seconds: float = 0.0
+
+    @property
+    def undocumented(self) -> bool:
+        """A 5xx the docs do not name (a crash, an unmapped error)."""
+        return (
+            self.status is not None
+            and self.status >= 500
+            and ((self.status, self.code) not in DOCUMENTED_5XX)
+        )
+
+
+@dataclass
+class Load:
+    """What to send: `rate` requests/s round robin over ROUTES for `duration` seconds."""
+
+    base: str
+    rate: float
+    duration: float
+    sessions: Sequence[dict[str, str]]
+    hang: float = 10.0
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def request(self, n: int) -> tuple[str, str, dict[str, str], dict[str, str] | None]:
+        """(route, path, headers, session) of the n-th request."""
+        route = ROUTES[n % len(ROUTES)]
+        if route == "cached":
+            return route, f"/cached/cacheable/k{n // len(ROUTES) % HOT_KEYS}", {}, None
+        if route == "account":
+            session = self.sessions[n // len(ROUTES) % len(self.sessions)]
+            return route, "/account/whoami", {"Cookie": f"sid={session['id']}"}, session
+        return route, f"/{'pass' if route == 'passthrough' else route}/fast", {}, None
+
+
+def judge(outcome: Outcome, headers: Any, body: bytes, session: dict[str, str] | None) -> None:
+    """Fill in `code`, `cache`, `healthy` and `wrong` from an answer."""
+    status = outcome.status or 0
+    if status >= 400 and "json" in headers.get("Content-Type", ""):
+        try:
+            outcome.code = str(json.loads(body).get("error"))
+        except (ValueError, AttributeError):
+            outcome.code = "unreadable"
+    outcome.cache = headers.get("X-Cache")
+    if status != 200:
+        return
+    route = outcome.route
+    if route != "account" and body != (CACHEABLE_BODY if route == "cached" else FAST_BODY):
+        outcome.wrong = f"body {body[:40]!r}"
+    elif route == "account":
+        try:
+            seen = json.loads(body)
+        except ValueError:
+            seen = {}
+        if session is None or seen.get("user_id") != session["user_id"] or seen.get("cookie"):
+            outcome.wrong = "identity not forwarded, or the credential was"
+    if outcome.wrong:
+        return
+    if route in ("limited", "strict"):
+        outcome.healthy = "RateLimit" in headers  # counted in Redis, not waved through
+    elif route == "cached":
+        outcome.healthy = outcome.cache in CACHE_WORKED
+    else:
+        outcome.healthy = True
+
+
+async def drive(load: Load, started: float) -> None:
+    """Send the load at its fixed rate from `started` (a perf_counter time) on; returns when
+    every request has an outcome. Each request is bounded by `load.hang` from when it was due:
+    a stalled gateway cannot hide its queue (as in loadgen.fixed_rate)."""
+    connector = aiohttp.TCPConnector(limit=1024)
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
+
+        async def one(n: int, due: float) -> None:
+            route, path, headers, session = load.request(n)
+            outcome = Outcome(due - started, route)
+            load.outcomes.append(outcome)
+            try:
+                async with asyncio.timeout(load.hang):
+                    async with client.get(load.base + path, headers=headers) as response:
+                        outcome.status = response.status
+                        body = await response.read()
+                        judge(outcome, response.headers, body, session)
+            except TimeoutError:
+                outcome.failure = "hung"
+            except (aiohttp.ClientError, OSError) as exc:
+                outcome.failure = f"connection: {type(exc).__name__}"
+            outcome.seconds = time.perf_counter() - due
+
+        tasks: set[asyncio.Task[None]] = set()
+        for n in range(int(load.rate * load.duration)):
+            due = started + n / load.rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.ensure_future(one(n, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+@dataclass
+class Fault:
+    """A fault as it happened (seconds from the start)."""
+
+    name: str
+    began: float
+    ended: float | None = None
+    next_at: float | None = None
+    """When the next fault began (or the run ended): recovery must come before it."""
+
+
+def health_by_second(outcomes: Sequence[Outcome], since: float, until: float) -> list[bool]:
+    """For each one-second window from `since` up to `until`: were all its requests healthy?
+    A window without requests counts as unhealthy (nothing proves it healthy)."""
+    windows = max(0, int(until - since))
+    seen = [0] * windows
+    bad = [0] * windows
+    for outcome in outcomes:
+        index = int(outcome.due - since) if outcome.due >= since else -1
+        if 0 <= index < windows:
+            seen[index] += 1
+            bad[index] += not outcome.healthy
+    return [seen[i] > 0 and bad[i] == 0 for i in range(windows)]
+
+
+def recovery(outcomes: Sequence[Outcome], fault: Fault) -> tuple[int | None, float | None]:
+    """(first fully healthy second after the fault ended, counted from its end; and when the
+    last unhealthy request after the end was sent). (None, ...) when no second was healthy
+    before the next fault or the end of the run."""
+    if fault.ended is None:
+        return None, None
+    until = fault.next_at if fault.next_at is not None else fault.ended
+    healthy = health_by_second(outcomes, fault.ended, until)
+    first = next((k for k, ok in enumerate(healthy) if ok), None)
+    limit = fault.ended + (first if first is not None else len(healthy))
+    late = [o.due for o in outcomes if fault.ended <= o.due < limit and not o.healthy]
+    return first, (max(late) - fault.ended if late else None)
+
+
+def by_route(outcomes: Sequence[Outcome]) -> dict[str, Counter[str]]:
+    """Per route: answers by status, plus `hung` and `connection` failures."""
+    counts: dict[str, Counter[str]] = {route: Counter() for route in ROUTES}
+    for outcome in outcomes:
+        key = str(outcome.status) if outcome.status is not None else outcome.failure or "?"
+        counts[outcome.route][key.split(":")[0]] += 1
+    return counts
