@@ -45,6 +45,7 @@ MARKER = "SECRETMARKER"
 class Served:
     port: int
     log: Path
+    access: Path
     redis: RedisServer
     upstream: ThreadedUpstream
 
@@ -98,8 +99,12 @@ routes:
     upstream: backend
 """
         )
-        start_gateway(children, config, workers=1, env=dict(os.environ), admin_port=admin, log=log)
-        yield Served(port, log, redis_server, upstream)
+        access = workdir / "access.jsonl"
+        env = dict(os.environ)
+        start_gateway(
+            children, config, workers=1, env=env, admin_port=admin, log=log, access_log=access
+        )
+        yield Served(port, log, access, redis_server, upstream)
 
 
 @dataclass
@@ -460,3 +465,11 @@ def test_the_worker_logged_no_traceback_and_never_died(served: Served) -> None:
     text = served.log.read_text(errors="replace")
     assert "Traceback" not in text, text[-5000:]
     assert "replacing it" not in text
+    # Header values (cookies, tokens, keys) never reach a log; the one field a client may
+    # choose is its X-Request-ID, kept when it is a sane id so that traces join up.
+    assert MARKER not in text
+    lines = [json.loads(line) for line in served.access.read_text().splitlines() if line]
+    assert len(lines) > 100
+    for line in lines:
+        line.pop("request_id")
+        assert MARKER not in json.dumps(line), line

@@ -7,7 +7,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -247,3 +249,15 @@ routes:
     async with gw.request("GET", "/repos/group%2Fproject") as response:
         assert response.status == 200
         assert (await response.json())["path"] == "/repos/group%2Fproject"
+
+
+def test_every_claim_in_the_security_notes_points_at_an_existing_test() -> None:
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "security.md").read_text(encoding="utf-8")
+    refs = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", text)
+    assert len(refs) > 30
+    for path, name in refs:
+        source = root / path
+        assert source.is_file(), path
+        if name:
+            assert re.search(rf"def {name}\(", source.read_text()), f"{path}::{name}"
