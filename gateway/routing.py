@@ -81,6 +81,7 @@ ANY_METHOD = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PU
 
 _SEPARATOR = re.compile(r"%2F|%5C|\\")
 _SLASHES = re.compile(r"/{2,}")
+_SEGMENT_PARAMS = re.compile(r";[^/]*")
 
 
 class Router:
@@ -92,7 +93,7 @@ class Router:
     def match(self, host: str, path: str, method: str) -> Route | NotAllowed | None:
         """The route for a normalised `path` (see `gateway.paths`); `BadPath` when the path
         would belong to another route for an upstream that decodes encoded separators."""
-        if "%2F" in path or "%5C" in path or "\\" in path:
+        if "%2F" in path or "%5C" in path or "\\" in path or ";" in path:
             self._refuse_ambiguous(host, path)
         allowed: set[str] | None = None
         # A reverse proxy opens no tunnels: the bytes after a CONNECT head are no body, and
@@ -110,12 +111,13 @@ class Router:
 
     def _refuse_ambiguous(self, host: str, path: str) -> None:
         # WSGI's PATH_INFO (Flask, Django), aiohttp's request.path and others decode %2F into
-        # a separator, some treat a backslash as one: `/admin%2Fusers` routed as a public
-        # path would be `/admin/users` upstream, past the admin route's policies. Within one
-        # route an encoded slash is data (`/repos/group%2Fproject`) and passes.
-        other = _SLASHES.sub("/", _SEPARATOR.sub("/", path))
+        # a separator, some treat a backslash as one, servlet containers drop `;params` from
+        # segments: `/admin%2Fusers` or `/admin;x/users` routed as a public path would be
+        # `/admin/users` upstream, past the admin route's policies. Within one route such a
+        # spelling is data (`/repos/group%2Fproject`) and passes.
+        other = _SLASHES.sub("/", _SEPARATOR.sub("/", _SEGMENT_PARAMS.sub("", path)))
         if self._taker(host, other) is not self._taker(host, path):
-            raise BadPath("an encoded slash or backslash in the path changes its route")
+            raise BadPath("an encoded slash, backslash or ';' in the path changes its route")
 
     def _taker(self, host: str, path: str) -> Route | None:
         return next((route for route in self.routes if route.takes(host, path)), None)

@@ -236,6 +236,8 @@ routes:
         "/public/..\\admin/users",
         "/public/%2e%2e/admin/users",
         "/admin%2Fusers",
+        "/admin;jsessionid=x/users",
+        "/admin;/users",
         "/admin/users%00",
     ]
     for path in spellings:
@@ -245,10 +247,11 @@ routes:
                 assert "WWW-Authenticate" in response.headers
     # What the public route forwarded is exactly what it matched: never an admin path.
     assert not [p for p in upstream.hits if "admin" in p.lower()], upstream.hits
-    # Within one route an encoded slash is data, forwarded as sent.
-    async with gw.request("GET", "/repos/group%2Fproject") as response:
-        assert response.status == 200
-        assert (await response.json())["path"] == "/repos/group%2Fproject"
+    # Within one route an encoded slash or a segment parameter is data, forwarded as sent.
+    for path in ("/repos/group%2Fproject", "/items;v=2/7"):
+        async with gw.request("GET", path) as response:
+            assert response.status == 200
+            assert (await response.json())["path"] == path
 
 
 def test_every_claim_in_the_security_notes_points_at_an_existing_test() -> None:
