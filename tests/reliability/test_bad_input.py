@@ -21,6 +21,7 @@ import json
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -468,7 +469,12 @@ def test_the_worker_logged_no_traceback_and_never_died(served: Served) -> None:
     # Header values (cookies, tokens, keys) never reach a log; the one field a client may
     # choose is its X-Request-ID, kept when it is a sane id so that traces join up.
     assert MARKER not in text
-    lines = [json.loads(line) for line in served.access.read_text().splitlines() if line]
+    deadline = time.monotonic() + 5
+    while True:  # the worker writes its access lines one loop turn after answering
+        lines = [json.loads(line) for line in served.access.read_text().splitlines() if line]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert lines
     for line in lines:
         line.pop("request_id")
