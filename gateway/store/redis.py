@@ -25,14 +25,11 @@ from gateway.store.base import (
     Value,
 )
 from gateway.store.breaker import BreakerState, CircuitBreaker
-from gateway.store.redis_urls import open_clients
+from gateway.store.pubsub import confirmed, relay
+from gateway.store.redis_urls import Clients, open_clients
 from gateway.store.resp import Arg, ReplyError
 
 log = logging.getLogger("gateway.store")
-
-PUBSUB_PING_INTERVAL = 0.5
-"""Seconds a subscription may be silent before it PINGs; as long again without an answer and it
-is considered lost."""
 
 CallObserver = Callable[[str, float, bool], None]
 """`(operation, seconds, failed)`, called after every store call (metrics)."""
@@ -164,22 +161,23 @@ class RedisStore(Store):
         on_status: StatusHandler | None,
     ) -> None:
         backoff = 0.1
+        clients = self._clients
         while True:
-            client = self._clients.pubsub()
-            pubsub = client.pubsub()
+            switches = clients.switches
+            client = pubsub = None
             subscribed = False
             try:
-                await pubsub.subscribe(channel)
-                async with asyncio.timeout(PUBSUB_PING_INTERVAL * 2):
-                    while not _is(await pubsub.get_message(timeout=None), "subscribe"):
-                        pass
+                client = await clients.pubsub()
+                pubsub = client.pubsub()
+                await confirmed(pubsub, channel)
                 subscribed = True
                 if not ready.done():
                     ready.set_result(None)
                 if on_status is not None:
                     on_status(True)
                 backoff = 0.1
-                await _relay(pubsub, handler)
+                # Returns when the Sentinels announce a new master: subscribe there.
+                await relay(pubsub, handler, stale=_moved(clients, switches))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever broke it (even a redis-py bug): subscribe again
@@ -187,8 +185,10 @@ class RedisStore(Store):
             finally:
                 if subscribed and on_status is not None:
                     on_status(False)
-                await _quietly(pubsub.aclose())
-                await _quietly(client.aclose())
+                if pubsub is not None:
+                    await _quietly(pubsub.aclose())
+                if client is not None:
+                    await _quietly(client.aclose())
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
@@ -208,30 +208,8 @@ class RedisStore(Store):
         await _quietly(self._clients.close())
 
 
-def _is(message: dict[str, Any] | None, kind: str) -> bool:
-    return message is not None and message.get("type") == kind
-
-
-async def _relay(pubsub: Any, handler: MessageHandler) -> None:
-    """Hand messages to `handler` until the connection fails or stops answering.
-
-    A server that hangs, or a network that drops packets, does not close the connection:
-    an idle subscription sends PING, and one left unanswered for an interval counts as lost
-    (so that its owner drops state it can no longer keep in sync, and a new subscription is
-    made, through the Sentinels to the current master if need be).
-    """
-    waiting_for_pong = False
-    while True:
-        message = await pubsub.get_message(timeout=PUBSUB_PING_INTERVAL)
-        if message is None:
-            if waiting_for_pong:
-                raise TimeoutError("no answer to PING on the pub/sub connection")
-            await pubsub.ping()
-            waiting_for_pong = True
-            continue
-        waiting_for_pong = False
-        if message.get("type") == "message":
-            handler(message["data"])
+def _moved(clients: Clients, switches: int) -> Callable[[], bool]:
+    return lambda: clients.switches != switches
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -2,7 +2,7 @@
 
 - `redis://`, `rediss://`, `unix://`: one server.
 - `redis+sentinel://host:port,host:port/service[/db]`: the master the Sentinels name, asked
-  again whenever a connection to it fails (a failover moved it).
+  again whenever a connection to it fails or they announce a failover (`gateway.store.sentinel`).
 - `redis+cluster://host:port,host:port`: a Cluster; any of the nodes named tells the rest.
 
 Request-path commands go through the pipelined clients (`RespClient`, and `ClusterClient`
@@ -11,7 +11,6 @@ which routes them by slot to one `RespClient` per master); pub/sub uses redis-py
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,11 +18,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from gateway.errors import StoreUnavailable
 from gateway.store.resp import Address, RespClient
 from gateway.store.resp_cluster import ClusterClient
+from gateway.store.sentinel import SentinelMaster
 
 PIPELINED_CONNECTIONS = 2
 """Connections per process for request-path commands: few, so concurrent commands batch."""
@@ -36,16 +36,25 @@ class Clients:
     resp: RespClient | ClusterClient
     """Pipelined client for request-path commands: one server (standalone, or the master the
     Sentinels name) or a Cluster (routed by slot)."""
-    pubsub: Callable[[], aioredis.Redis]
-    """Makes a redis-py client for one pub/sub connection."""
+    pubsub: Callable[[], Awaitable[aioredis.Redis]]
+    """Makes a redis-py client for one pub/sub connection (to the master of the moment)."""
+    sentinel: SentinelMaster | None = None
+    """Where the master is, when the Sentinels say so."""
 
     @property
     def cluster(self) -> bool:
         """Whether keys of one multi-key command must share a slot."""
         return isinstance(self.resp, ClusterClient)
 
+    @property
+    def switches(self) -> int:
+        """Failovers announced so far: a subscription made before the last one is stale."""
+        return 0 if self.sentinel is None else self.sentinel.switches
+
     async def close(self) -> None:
         await self.resp.close()
+        if self.sentinel is not None:
+            await self.sentinel.close()
 
 
 def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
@@ -85,7 +94,14 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
     parts = urlsplit(url)
     scheme = parts.scheme
     connect_timeout = max(timeout, 1.0)
-    common: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "health_check_interval": 0}
+    common: dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout,
+        "health_check_interval": 0,
+        # redis-py would retry a lost connection 10 times with growing pauses, on the same
+        # address, while the subscriber waits and believes it is subscribed: fail at once
+        # instead, the store subscribes again (through the Sentinels, when they are used).
+        "retry": Retry(NoBackoff(), 0),
+    }
     creds = _credentials(parts.netloc)
     tls = _tls(scheme, parts.query)
 
@@ -104,54 +120,41 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
             require_master=sentinel,
         )
 
+    def from_url() -> Callable[[], Awaitable[aioredis.Redis]]:
+        async def make() -> aioredis.Redis:
+            return aioredis.Redis.from_url(url, **common)
+
+        return make
+
     if scheme in ("redis", "rediss"):
         (address,) = _hosts(parts.netloc, 6379)[:1]
         db = int(parts.path.strip("/") or 0)
-        return Clients(resp(address, db), lambda: aioredis.Redis.from_url(url, **common))
+        return Clients(resp(address, db), from_url())
     if scheme == "unix":
         db = int(parse_qs(parts.query).get("db", ["0"])[0])
-        return Clients(resp((parts.path, 0), db), lambda: aioredis.Redis.from_url(url, **common))
+        return Clients(resp((parts.path, 0), db), from_url())
     if scheme in ("redis+sentinel", "rediss+sentinel"):
         path = [p for p in parts.path.split("/") if p]
         if not path:
             raise ValueError("redis+sentinel:// needs the master's service name: /mymaster[/db]")
         service, db = path[0], int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(
+        master = SentinelMaster(
             _hosts(parts.netloc, 26379),
-            sentinel_kwargs={"socket_connect_timeout": connect_timeout},
+            service,
+            connect_timeout=connect_timeout,
             ssl=tls is not None,
             **common,
         )
+        client = resp(master.address, db, sentinel=True)
+        master.on_switch(client.retire_all)
 
-        async def master() -> tuple[str, int]:
-            # Every Sentinel is asked at once: during a failover some still name the old
-            # master, and the highest configuration epoch is the newest view (the rule the
-            # Sentinels themselves follow). An unresponsive one is not waited for long.
-            asking = [
-                asyncio.ensure_future(watcher.sentinel_masters()) for watcher in sentinel.sentinels
-            ]
-            done, late = await asyncio.wait(asking, timeout=connect_timeout / 2)
-            for task in late:
-                task.cancel()
-            best: dict[str, Any] | None = None
-            errors = []
-            for task in done:
-                if task.exception() is not None:
-                    errors.append(repr(task.exception()))
-                    continue
-                state = task.result().get(service)
-                if state is None or not sentinel.check_master_state(state, service):
-                    continue
-                if best is None or state["config-epoch"] > best["config-epoch"]:
-                    best = state
-            if best is None:
-                detail = "; ".join(errors) or f"{len(late)} Sentinel(s) did not answer in time"
-                raise StoreUnavailable(f"no Sentinel names a usable master {service!r}: {detail}")
-            return str(best["ip"]), int(best["port"])
+        async def master_pubsub() -> aioredis.Redis:
+            host, port = await master.address()
+            return aioredis.Redis(
+                host=host, port=port, db=db, ssl=tls is not None, **creds, **common
+            )
 
-        return Clients(
-            resp(master, db, sentinel=True), lambda: sentinel.master_for(service, db=db, **creds)
-        )
+        return Clients(client, master_pubsub, master)
     if scheme in ("redis+cluster", "rediss+cluster"):
         cluster = ClusterClient(
             _hosts(parts.netloc, 6379),
@@ -164,7 +167,7 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
         )
         turn = 0
 
-        def pubsub_client() -> aioredis.Redis:
+        async def pubsub_client() -> aioredis.Redis:
             # Classic pub/sub is broadcast to every node of a Cluster, so any node will do;
             # each new subscription (after one was lost with its node) tries the next.
             nonlocal turn
