@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -16,4 +17,16 @@ def wait_until(
         if check():
             return
         time.sleep(every)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+async def eventually(
+    check: Callable[[], bool], what: str, *, checks: int = 200, every: float = 0.05
+) -> None:
+    """`wait_until` for async tests: the event loop keeps running between checks (a client
+    under test may have to notice something meanwhile)."""
+    for _ in range(checks):
+        if check():
+            return
+        await asyncio.sleep(every)
     raise RuntimeError(f"timed out waiting for {what}")

@@ -114,3 +114,47 @@ async def test_a_connect_that_hangs_fails_the_call_within_the_timeout() -> None:
         await client.close()
         filler.close()
         listener.close()
+
+
+async def test_readonly_retires_every_connection_and_the_address_is_asked_again() -> None:
+    # What a demoted master does to clients the Sentinels did not reach: its connections
+    # stay open and writes get READONLY. The address callable stands for the Sentinels.
+    first = RedisServer(extra=["--repl-diskless-sync-delay", "0"]).start()
+    second = RedisServer(extra=["--replicaof", "127.0.0.1", str(first.port)]).start()
+    named = [first.port]
+
+    async def address() -> tuple[str, int]:
+        return "127.0.0.1", named[0]
+
+    client = RespClient(address, timeout=0.5, connections=2)
+    try:
+        for _ in range(2):  # both connections open, to the first server
+            assert await client.execute("SET", "k", "before") == b"OK"
+        second.cli("REPLICAOF", "NO", "ONE")
+        first.cli("REPLICAOF", "127.0.0.1", str(second.port))
+        named[0] = second.port
+        with pytest.raises(StoreUnavailable, match="READONLY"):
+            await client.execute("SET", "k", "refused")
+        # Not only the connection that was told: the other one goes too, to the new master.
+        assert await client.execute("SET", "k", "after") == b"OK"
+        assert await client.execute("SET", "k", "again") == b"OK"
+        assert second.cli("GET", "k") == "again"
+    finally:
+        await client.close()
+        second.cleanup()
+        first.cleanup()
+
+
+async def test_require_master_refuses_a_replica(redis_server: RedisServer) -> None:
+    replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(redis_server.port)]).start()
+    client = RespClient(("127.0.0.1", replica.port), timeout=0.5, require_master=True)
+    try:
+        with pytest.raises(StoreUnavailable, match="is a slave, not the master"):
+            await client.execute("GET", "k")
+        # The same server is usable by a client that does not care (a read-only replica).
+        plain = RespClient(("127.0.0.1", replica.port), timeout=0.5)
+        assert await plain.execute("GET", "k") is None
+        await plain.close()
+    finally:
+        await client.close()
+        replica.cleanup()

@@ -9,7 +9,8 @@ import time
 import redis.asyncio as aioredis
 
 from gateway.store import Store
-from gateway.store.redis import PUBSUB_PING_INTERVAL, RedisStore
+from gateway.store.pubsub import PING_INTERVAL as PUBSUB_PING_INTERVAL
+from gateway.store.redis import RedisStore
 from tests.support.redis_server import RedisServer
 
 
