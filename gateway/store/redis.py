@@ -186,7 +186,7 @@ class RedisStore(Store):
                 if subscribed and on_status is not None:
                     on_status(False)
                 if pubsub is not None:
-                    await _quietly(pubsub.aclose())
+                    await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
                 if client is not None:
                     await _quietly(client.aclose())
             await asyncio.sleep(backoff)

@@ -67,11 +67,11 @@ def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
     return hosts
 
 
-def _credentials(netloc: str) -> dict[str, str]:
+def _credentials(netloc: str) -> dict[str, Any]:
     if "@" not in netloc:
         return {}
     user, _, password = netloc.rsplit("@", 1)[0].partition(":")
-    out = {}
+    out: dict[str, Any] = {}
     if user:
         out["username"] = unquote(user)
     if password:

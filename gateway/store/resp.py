@@ -168,9 +168,9 @@ class RespClient:
         self._setup: list[bytes] = []
         if password is not None:
             auth = ("AUTH", username, password) if username else ("AUTH", password)
-            self._setup.append(hiredis.pack_command(auth))
+            self._setup.append(hiredis.pack_command(auth))  # type: ignore[arg-type]
         if db:
-            self._setup.append(hiredis.pack_command(("SELECT", db)))
+            self._setup.append(hiredis.pack_command(("SELECT", db)))  # type: ignore[arg-type]
         if require_master:
             # Whoever named the address (a Sentinel) may lag behind a failover: a server
             # that is no longer the master is refused before any command goes to it.
@@ -187,7 +187,8 @@ class RespClient:
         connection = self._pick()
         if connection is None:
             connection = await self._connect()
-        return await connection.call(hiredis.pack_command(args))
+        # The stub wants a 1-tuple (`tuple[X]`), it means any length.
+        return await connection.call(hiredis.pack_command(args))  # type: ignore[arg-type]
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` (or `ReplyError`) unless the server answers now."""
@@ -196,7 +197,8 @@ class RespClient:
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Several commands back to back on one connection; replies (or errors) in order."""
         connection = self._pick() or await self._connect()
-        futures = [connection.call(hiredis.pack_command(tuple(c))) for c in commands]
+        packed = [hiredis.pack_command(tuple(c)) for c in commands]  # type: ignore[arg-type]
+        futures = [connection.call(command) for command in packed]
         return list(await asyncio.gather(*futures, return_exceptions=True))
 
     def retire_all(self) -> None:

@@ -110,7 +110,7 @@ class SentinelMaster:
             except Exception as exc:  # a Sentinel down is normal: the others are followed too
                 log.debug("following Sentinel %s:%s: %s", host, port, exc)
             finally:
-                await _quietly(pubsub.aclose())
+                await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
                 await _quietly(client.aclose())
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
