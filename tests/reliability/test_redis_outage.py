@@ -132,8 +132,8 @@ async def test_redis_hung_then_resumed(deploy: Deploy, upstream: Upstream) -> No
     pid = d.redis.process.pid
     os.kill(pid, signal.SIGSTOP)  # accepts connections (the kernel does), answers nothing
     try:
-        # A hung server does not close the pub/sub connection, so a worker's near-cache copy
-        # (still fresh; nothing can change it in a Redis that answers nobody) may serve a HIT
+        # A hung server does not close the pub/sub connection: until its idle PING goes
+        # unanswered (about a second), a worker's fresh near-cache copy may serve a HIT
         # without any store call. Anything that needs Redis bypasses.
         await assert_outage(d, session_id, reason="did not answer within", near_hits=True)
     finally:
