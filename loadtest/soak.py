@@ -126,7 +126,9 @@ def http_status(url: str, timeout: float = 5.0) -> int | None:
 class Soak:
     """The processes of one soak run and the faults done to them."""
 
-    def __init__(self, args: argparse.Namespace, report: Path, children: Children, tmp: Path):
+    def __init__(
+        self, args: argparse.Namespace, report: Path, children: Children, tmp: Path
+    ) -> None:
         self.args = args
         self.report = report
         self.children = children
@@ -135,6 +137,7 @@ class Soak:
         self.redis_port = free_port()
         self.redis: Child | None = None
         self.upstream: Child | None = None
+        self.admin_port = 0
         self.ready: list[tuple[float, int | None]] = []
         self.faults: list[Fault] = []
 
