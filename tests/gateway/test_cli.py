@@ -107,7 +107,9 @@ def test_example_config_is_valid() -> None:
 
 def test_readme_config_reference_matches_the_models() -> None:
     readme = (ROOT / "README.md").read_text()
-    start = readme.index("<!-- config-reference:start -->\n") + len("<!-- config-reference:start -->\n")
+    start = readme.index("<!-- config-reference:start -->\n") + len(
+        "<!-- config-reference:start -->\n"
+    )
     end = readme.index("<!-- config-reference:end -->")
     if readme[start:end] != reference_markdown(Registry.discover()):
         pytest.fail("README's config reference is stale: run `make readme`")
