@@ -28,6 +28,7 @@ redis-server:
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: install redis-server lint
 	$(BIN)/pytest
