@@ -63,9 +63,14 @@ async def test_two_gateways_admit_exactly_the_limit_of_120_concurrent(
     for client in ("alice", "bob", "carol"):  # every time, each with a fresh bucket
         counts = await burst(gateways, 120, headers={"X-Client": client})
         assert counts == Counter({200: 20, 429: 100}), client
-    # Both gateways took part, each deciding through its own pool.
+    # Both gateways took part, each deciding through its own pool (which of them got the
+    # places is a matter of timing, so only the totals are exact).
+    decisions = Counter()
     for gw in gateways:
-        assert {line["rate_limit"] for line in gw.access_lines()} == {"allowed", "limited"}
+        seen = Counter(line["rate_limit"] for line in gw.access_lines())
+        assert sum(seen.values()) == 180  # every request of this gateway was decided
+        decisions += seen
+    assert decisions == Counter({"allowed": 60, "limited": 300})
 
 
 async def test_token_bucket_burst_of_30_concurrent_then_refill_at_the_rate(
