@@ -13,7 +13,14 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.errors import HTTPError, UpstreamError
+from gateway.errors import (
+    BadRequest,
+    HTTPError,
+    MethodNotAllowed,
+    NoRoute,
+    PayloadTooLarge,
+    UpstreamError,
+)
 from gateway.headers import RequestIds, strip_hop_by_hop
 from gateway.http import Request, Response
 from gateway.logs import AccessLog
@@ -23,26 +30,6 @@ from gateway.routing import NotAllowed
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.app")
-
-
-class NoRoute(HTTPError):
-    status = 404
-    code = "no_route"
-
-
-class MethodNotAllowed(HTTPError):
-    status = 405
-    code = "method_not_allowed"
-
-
-class BadRequest(HTTPError):
-    status = 400
-    code = "bad_request"
-
-
-class PayloadTooLarge(HTTPError):
-    status = 413
-    code = "payload_too_large"
 
 
 class Gateway:

@@ -62,6 +62,42 @@ class HTTPError(GatewayError):
         super().__init__(f"{self.status} {self.code}")
 
 
+class BadRequest(HTTPError):
+    status = 400
+    code = "bad_request"
+
+
+class NoRoute(HTTPError):
+    status = 404
+    code = "no_route"
+
+
+class MethodNotAllowed(HTTPError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class RequestTimeout(HTTPError):
+    """The client stopped sending its body (`client.body_timeout`)."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class PayloadTooLarge(HTTPError):
+    """The body is over `max_request_body`."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class ClientGone(HTTPError):
+    """The client closed the connection mid-request (the answer is never read)."""
+
+    status = 400
+    code = "client_closed_request"
+
+
 class UpstreamError(HTTPError):
     """The upstream refused, reset or spoke invalid HTTP."""
 

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
-from gateway.errors import HTTPError, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    ClientGone,
+    PayloadTooLarge,
+    RequestTimeout,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.headers import strip_hop_by_hop
 from gateway.http import Request, Response
 from gateway.upstream.connection import ConnectionLost, ResponseHead, UpstreamConnection
@@ -19,21 +25,6 @@ if TYPE_CHECKING:
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _CHUNK_END = b"0\r\n\r\n"
-
-
-class PayloadTooLarge(HTTPError):
-    status = 413
-    code = "payload_too_large"
-
-
-class RequestTimeout(HTTPError):
-    status = 408
-    code = "request_timeout"
-
-
-class ClientGone(HTTPError):
-    status = 400
-    code = "client_closed_request"
 
 
 class Proxy:

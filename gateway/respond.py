@@ -10,10 +10,11 @@ aiohttp's `StreamResponse`, whose flow control they need.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Generator
 from email.utils import formatdate
 from http import HTTPStatus
 from time import time
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -41,8 +42,8 @@ class _Done:
 
     __slots__ = ()
 
-    def __await__(self) -> Iterator[None]:
-        return iter(())
+    def __await__(self) -> Generator[Any, Any, None]:
+        return (yield from ())
 
 
 _DONE = _Done()
