@@ -163,7 +163,7 @@ class Metrics:
             [],
             mode="livemax",
         )
-        self._requests: dict[tuple[str, int], tuple[CounterChild, HistogramChild]] = {}
+        self._request_series: dict[tuple[str, int], tuple[CounterChild, HistogramChild]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
     def counter(self, name: str, documentation: str, labels: list[str]) -> Buffered:
@@ -200,9 +200,9 @@ class Metrics:
         return made
 
     def request(self, route: str, status: int, seconds: float) -> None:
-        children = self._requests.get((route, status))
+        children = self._request_series.get((route, status))
         if children is None:
-            children = self._requests[(route, status)] = (
+            children = self._request_series[(route, status)] = (
                 self.requests.labels(route, str(status)),
                 self.latency.labels(route),
             )

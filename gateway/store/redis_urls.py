@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import redis.asyncio as aioredis
+from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -36,7 +36,7 @@ class Clients:
     resp: RespClient | ClusterClient
     """Pipelined client for request-path commands: one server (standalone, or the master the
     Sentinels name) or a Cluster (routed by slot)."""
-    pubsub: Callable[[], Awaitable[aioredis.Redis]]
+    pubsub: Callable[[], Awaitable[AsyncRedis]]
     """Makes a redis-py client for one pub/sub connection (to the master of the moment)."""
     sentinel: SentinelMaster | None = None
     """Where the master is, when the Sentinels say so."""
@@ -120,9 +120,9 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
             require_master=sentinel,
         )
 
-    def from_url() -> Callable[[], Awaitable[aioredis.Redis]]:
-        async def make() -> aioredis.Redis:
-            return aioredis.Redis.from_url(url, **common)
+    def from_url() -> Callable[[], Awaitable[AsyncRedis]]:
+        async def make() -> AsyncRedis:
+            return AsyncRedis.from_url(url, **common)
 
         return make
 
@@ -148,11 +148,9 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
         client = resp(master.address, db, sentinel=True)
         master.on_switch(client.retire_all)
 
-        async def master_pubsub() -> aioredis.Redis:
+        async def master_pubsub() -> AsyncRedis:
             host, port = await master.address()
-            return aioredis.Redis(
-                host=host, port=port, db=db, ssl=tls is not None, **creds, **common
-            )
+            return AsyncRedis(host=host, port=port, db=db, ssl=tls is not None, **creds, **common)
 
         return Clients(client, master_pubsub, master)
     if scheme in ("redis+cluster", "rediss+cluster"):
@@ -167,14 +165,14 @@ def open_clients(url: str, *, pool_size: int, timeout: float) -> Clients:
         )
         turn = 0
 
-        async def pubsub_client() -> aioredis.Redis:
+        async def pubsub_client() -> AsyncRedis:
             # Classic pub/sub is broadcast to every node of a Cluster, so any node will do;
             # each new subscription (after one was lost with its node) tries the next.
             nonlocal turn
             masters = cluster.masters
             host, port = masters[turn % len(masters)]
             turn += 1
-            return aioredis.Redis(host=host, port=port, ssl=tls is not None, **creds, **common)
+            return AsyncRedis(host=host, port=port, ssl=tls is not None, **creds, **common)
 
         return Clients(cluster, pubsub_client)
     raise ValueError(f"unsupported store URL scheme {scheme!r}")

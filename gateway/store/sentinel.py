@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.sentinel import Sentinel
 
 from gateway.errors import StoreUnavailable
@@ -97,7 +97,7 @@ class SentinelMaster:
     async def _follow(self, host: str, port: int) -> None:
         backoff = 0.1
         while True:
-            client = aioredis.Redis(host=host, port=port, ssl=self._ssl, **self._connection)
+            client = AsyncRedis(host=host, port=port, ssl=self._ssl, **self._connection)
             pubsub = client.pubsub()
             try:
                 await confirmed(pubsub, SWITCH_CHANNEL)
