@@ -6,14 +6,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from typing import Any
 
 import redis
 
 from tests.support.polling import wait_until
 from tests.support.ports import free_port
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, start_until
 
 SERVICE = "mymaster"
 DOWN_AFTER_MS = 1000
@@ -53,27 +52,12 @@ class SentinelProcess:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
-        self.process = subprocess.Popen(
+        self.process = start_until(
             [binary, self.config, "--sentinel", "--logfile", ""],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            "+monitor master",
+            "redis-sentinel",
         )
-        assert self.process.stdout is not None
-        lines = []
-        for line in self.process.stdout:  # blocks until it monitors the master (or exits)
-            lines.append(line)
-            if "+monitor master" in line:
-                break
-        else:
-            raise RuntimeError("redis-sentinel did not start:\n" + "".join(lines))
-        threading.Thread(target=self._drain, daemon=True).start()
         return self
-
-    def _drain(self) -> None:
-        if self.process is not None and self.process.stdout is not None:
-            for _ in self.process.stdout:
-                pass
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)

@@ -7,8 +7,32 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Sequence
+from typing import IO
 
 from tests.support.ports import free_port
+
+
+def start_until(argv: list[str], ready: str, what: str) -> subprocess.Popen[str]:
+    """Start `argv` with its log on a pipe; return once a log line contains `ready`.
+
+    Its log keeps being read in the background afterwards, so a full pipe never blocks it.
+    """
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # blocks until the process reports readiness (or exits)
+        lines.append(line)
+        if ready in line:
+            break
+    else:
+        raise RuntimeError(f"{what} did not start:\n" + "".join(lines))
+    threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
+    return process
+
+
+def _drain(stream: IO[str]) -> None:
+    for _ in stream:
+        pass
 
 
 class RedisServer:
@@ -28,7 +52,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
-        self.process = subprocess.Popen(
+        self.process = start_until(
             [
                 binary,
                 "--port",
@@ -45,26 +69,10 @@ class RedisServer:
                 "",
                 *self.extra,
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            "Ready to accept connections",
+            "redis-server",
         )
-        assert self.process.stdout is not None
-        lines = []
-        for line in self.process.stdout:  # blocks until redis reports readiness (or exits)
-            lines.append(line)
-            if "Ready to accept connections" in line:
-                break
-        else:
-            raise RuntimeError("redis-server did not start:\n" + "".join(lines))
-        # Keep draining its log so a full pipe never blocks it.
-        threading.Thread(target=self._drain, daemon=True).start()
         return self
-
-    def _drain(self) -> None:
-        if self.process is not None and self.process.stdout is not None:
-            for _ in self.process.stdout:
-                pass
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
