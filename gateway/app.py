@@ -10,9 +10,6 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import web
-from multidict import CIMultiDict
-
 from gateway.errors import (
     BadRequest,
     HTTPError,
@@ -21,8 +18,9 @@ from gateway.errors import (
     PayloadTooLarge,
     UpstreamError,
 )
-from gateway.headers import RequestIds, strip_hop_by_hop
+from gateway.headers import RequestIds
 from gateway.http import Request, Response
+from gateway.incoming import Incoming
 from gateway.logs import AccessLog
 from gateway.paths import BadPath, normalise, split_target
 from gateway.respond import complete, stream
@@ -47,48 +45,47 @@ class Gateway:
         self.access_log = self.access_log if runtime.loaded.model.access_log else None
         return old
 
-    async def handle(self, raw: web.BaseRequest) -> Any:
-        """aiohttp's request handler for the public listener."""
+    async def handle(self, incoming: Incoming) -> None:
+        """The public listener's handler: answers `incoming` on its connection."""
         started = time.perf_counter()
         runtime = self.runtime  # this request finishes on the config it started with
-        incoming = raw.headers
-        rid = self.request_id(incoming.get("X-Request-ID"))
+        rid = self.request_id(incoming.request_id)
         request: Request | None = None
         route_name = None
-        path = raw.raw_path
+        path = incoming.target
         try:
             path, query = split_target(path)
             path = normalise(path)
-            host = incoming.get("Host", "").lower()
-            match = runtime.router.match(host, path, raw.method)
+            host = incoming.host
+            match = runtime.router.match(host, path, incoming.method)
             if match is None:
                 raise NoRoute()
             if isinstance(match, NotAllowed):
                 raise MethodNotAllowed(headers={"Allow": match.allow})
             route = match
             route_name = route.name
-            length = incoming.get("Content-Length")
-            if length is not None and int(length) > route.max_request_body:
+            body = incoming.body
+            if (
+                body is not None
+                and body.length is not None
+                and body.length > route.max_request_body
+            ):
                 raise PayloadTooLarge()
-            headers = CIMultiDict(incoming)
-            strip_hop_by_hop(headers)
+            headers = incoming.headers
             headers["X-Request-ID"] = rid
-            scheme = raw.scheme
-            client_ip = runtime.forwarding.apply(headers, incoming, raw.remote or "", scheme, host)
-            if "Expect" in headers:
-                del headers["Expect"]  # the proxy answers it, when the chain lets the body in
+            client_ip = runtime.forwarding.apply(headers, incoming, "http", host)
             request = Request(
-                method=raw.method,
+                method=incoming.method,
                 path=route.rewrite(path),
                 query_string=query,
                 headers=headers,
                 client_ip=client_ip,
                 host=host,
-                scheme=scheme,
+                scheme="http",
                 request_id=rid,
                 route=route,
-                body=raw.content if raw.body_exists else None,
-                raw=raw,
+                body=body,
+                incoming=incoming,
             )
             response = await route.handler(request)
         except BadPath as exc:
@@ -102,17 +99,17 @@ class Gateway:
             response = _error(HTTPError(), rid)
 
         response.headers["X-Request-ID"] = rid
-        out: Any
         if response.upgrade is not None:
-            out, sent = await response.upgrade(raw), 0
+            await response.upgrade(incoming)
+            sent = 0
         else:
-            body = response.stream.buffered() if response.stream is not None else None
-            if body is not None:
-                response.body, response.stream = body, None
+            whole = response.stream.buffered() if response.stream is not None else None
+            if whole is not None:
+                response.body, response.stream = whole, None
             if response.stream is None:
-                out, sent = complete(raw, response)
+                sent = complete(incoming, response)
             else:
-                out, sent = await stream(raw, response, rid)
+                sent = await stream(incoming, response, rid)
 
         elapsed = time.perf_counter() - started
         self.metrics.request(route_name or "", response.status, elapsed)
@@ -125,16 +122,15 @@ class Gateway:
             self.access_log.request(
                 rid,
                 route_name,
-                raw.method,
+                incoming.method,
                 path,
                 response.status,
                 sent,
                 elapsed,
                 upstream_seconds,
-                request.client_ip if request is not None else raw.remote,
+                request.client_ip if request is not None else incoming.peer,
                 request.log if request is not None else None,
             )
-        return out
 
 
 def _error(exc: HTTPError, rid: str) -> Response:

@@ -7,8 +7,12 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import TYPE_CHECKING
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
+
+if TYPE_CHECKING:
+    from gateway.incoming import Incoming
 
 # RFC 9110 7.6.1, plus the legacy Proxy-Connection; Proxy-* by prefix below.
 HOP_BY_HOP = frozenset(
@@ -76,16 +80,10 @@ class Forwarding:
                 return address if _valid_ip(address) else peer
         return peer
 
-    def apply(
-        self,
-        headers: CIMultiDict[str],
-        original: CIMultiDictProxy[str],
-        peer: str,
-        scheme: str,
-        host: str,
-    ) -> str:
+    def apply(self, headers: CIMultiDict[str], incoming: Incoming, scheme: str, host: str) -> str:
         """Set X-Forwarded-* and Via on the upstream-bound `headers`; returns the client IP."""
-        forwarded_for = original.get("X-Forwarded-For")
+        peer = incoming.peer
+        forwarded_for = incoming.forwarded_for
         trusted = forwarded_for is not None and self.is_trusted(peer)
         if trusted:
             headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}"
@@ -100,7 +98,7 @@ class Forwarding:
             else:
                 headers.popall("X-Forwarded-Host", None)
             client = peer
-        via = original.get("Via")
+        via = incoming.via
         headers["Via"] = f"{via}, {VIA}" if via else VIA
         return client
 

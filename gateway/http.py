@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from multidict import CIMultiDict, CIMultiDictProxy
 
 if TYPE_CHECKING:
-    from aiohttp import web
-    from aiohttp.streams import StreamReader
-
+    from gateway.incoming import Incoming, RequestBody
     from gateway.routing import Route
 
 
@@ -51,11 +49,11 @@ class Request:
         "context",
         "headers",
         "host",
+        "incoming",
         "log",
         "method",
         "path",
         "query_string",
-        "raw",
         "request_id",
         "route",
         "scheme",
@@ -74,8 +72,8 @@ class Request:
         scheme: str,
         request_id: str,
         route: Route,
-        body: StreamReader | bytes | None,
-        raw: web.BaseRequest | None = None,
+        body: RequestBody | bytes | None,
+        incoming: Incoming | None = None,
     ) -> None:
         self.method = method
         self.path = path
@@ -87,7 +85,8 @@ class Request:
         self.request_id = request_id
         self.route = route
         self.body = body
-        self.raw = raw
+        self.incoming = incoming
+        """The request as the client sent it (None for requests the gateway makes itself)."""
         self.context: dict[str, Any] = {}
         self.log: dict[str, Any] = {}
         self.upstream_seconds: float | None = None
@@ -141,7 +140,7 @@ class Response:
         headers: CIMultiDict[str] | None = None,
         body: bytes = b"",
         stream: Body | None = None,
-        upgrade: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
+        upgrade: Callable[[Incoming], Awaitable[None]] | None = None,
     ) -> None:
         self.status = status
         self.headers: CIMultiDict[str] = headers if headers is not None else CIMultiDict()

@@ -21,7 +21,7 @@ from gateway.upstream.connection import ConnectionLost, ResponseHead, UpstreamCo
 from gateway.upstream.pool import Target, Upstream
 
 if TYPE_CHECKING:
-    from aiohttp.streams import StreamReader
+    from gateway.incoming import RequestBody
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _CHUNK_END = b"0\r\n\r\n"
@@ -129,18 +129,16 @@ class Proxy:
             raise
 
     async def _stream_body(
-        self, conn: UpstreamConnection, body: StreamReader, chunked: bool, request: Request
+        self, conn: UpstreamConnection, body: RequestBody, chunked: bool, request: Request
     ) -> None:
         limit = request.route.max_request_body
         sent = 0
-        raw = request.raw
-        if raw is not None and raw.headers.get("Expect", "").lower() == "100-continue":
-            # Only now, with the chain passed: a refused request never invites the body.
-            await raw.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         while True:
             try:
+                # The first read answers `Expect: 100-continue`: only now, with the chain
+                # passed, so a refused request never invites its body.
                 async with asyncio.timeout(self.body_timeout):
-                    chunk = await body.readany()
+                    chunk = await body.read()
             except TimeoutError:
                 raise RequestTimeout() from None
             except ConnectionError:

@@ -43,7 +43,6 @@ class Runtime:
             for spec in chain:
                 if spec.name is not None:
                     users.setdefault(spec.name, []).append(route_config.name)
-        self._websockets: list[WebSocketProxy] = []
         routes = []
         for index, (route_config, chain) in enumerate(
             zip(model.routes, loaded.chains, strict=True)
@@ -75,7 +74,6 @@ class Runtime:
             )
             if route_config.websocket:
                 terminal = WebSocketProxy(terminal, upstream)
-                self._websockets.append(terminal)
             routes.append(
                 Route(route_config, upstream, compose(instances, terminal), instances, max_body)
             )
@@ -107,8 +105,6 @@ class Runtime:
             except Exception:  # one policy's cleanup failure must not keep the rest running
                 log.exception("stopping policy %s failed", policy.context.name)
         await self.background.close()
-        for websocket in self._websockets:
-            await websocket.close()
         for upstream in self.upstreams.values():
             upstream.close()
 

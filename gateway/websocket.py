@@ -1,116 +1,155 @@
-"""WebSocket upgrades on routes with `websocket: true`: the chain runs on the upgrade request,
-then messages are relayed both ways until either side closes."""
+"""WebSocket upgrades on routes with `websocket: true`: a byte tunnel after the handshake.
+
+The chain runs on the upgrade request like on any other. The handshake is forwarded to the
+upstream as the client sent it (Sec-WebSocket-Key, -Version, -Protocol, -Extensions), so
+subprotocols and extensions are the two ends' business. On the upstream's `101`, the gateway
+answers the client with the upstream's head and splices the two connections: bytes are
+copied both ways, with flow control, until either side closes. Any other answer is returned
+to the client like a normal response.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any
 
-import aiohttp
-from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.http import Handler, Request, Response
+from gateway.incoming import Incoming
+from gateway.listener import ClientConnection
+from gateway.respond import http_date
+from gateway.upstream.connection import ResponseHead, UpstreamConnection
 from gateway.upstream.pool import Upstream
 
 log = logging.getLogger("gateway.websocket")
 
-# The client library makes its own handshake; these must not be copied from the client.
-_HANDSHAKE = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "host",
-        "content-length",
-    }
-)
-
 
 class WebSocketProxy:
-    """Terminal handler of a WebSocket route: upgrades go to `_tunnel`, the rest to HTTP."""
+    """Terminal handler of a WebSocket route: upgrades are tunnelled, the rest go to HTTP."""
 
     def __init__(self, http: Handler, upstream: Upstream) -> None:
         self.http = http
         self.upstream = upstream
-        self._session: aiohttp.ClientSession | None = None
 
     async def __call__(self, request: Request) -> Response:
-        raw = request.raw
-        if raw is None or raw.headers.get("Upgrade", "").lower() != "websocket":
+        incoming = request.incoming
+        if incoming is None or incoming.upgrade != "websocket":
             return await self.http(request)
-        upstream_ws = await self._connect(request)
-
-        async def takeover(client_request: web.BaseRequest) -> web.StreamResponse:
-            return await self._relay(client_request, upstream_ws)
-
-        return Response(101, upgrade=takeover)
-
-    async def _connect(self, request: Request) -> aiohttp.ClientWebSocketResponse:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
         timeouts = self.upstream.config.timeouts
         last: UpstreamError = UpstreamError()
-        raw_protocols = request.raw.headers.get("Sec-WebSocket-Protocol", "") if request.raw else ""
-        protocols = [p.strip() for p in raw_protocols.split(",") if p.strip()]
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HANDSHAKE}
         for target in self.upstream.candidates():
-            scheme = "wss" if target.tls else "ws"
-            url = f"{scheme}://{target.host_header}{target.base_path}{request.target}"
             try:
-                return await self._session.ws_connect(
-                    url,
-                    headers=headers,
-                    protocols=protocols,
-                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeouts.read),
-                    autoping=True,
-                    max_msg_size=0,
-                    compress=0,
-                )
-            except aiohttp.WSServerHandshakeError as exc:
-                log.info("upstream refused the WebSocket handshake: %s", exc.status)
-                raise UpstreamError() from exc
+                conn = await target.connect(timeouts.connect)
             except TimeoutError:
                 last = UpstreamTimeout()
-            except (aiohttp.ClientError, OSError):
-                target.down_until = time.monotonic() + target.fail_timeout
+                continue
+            except OSError:
                 last = UpstreamError()
+                continue
+            if not self.upstream.config.pass_host or "Host" not in request.headers:
+                request.headers["Host"] = target.host_header
+            path = target.base_path + request.target
+            head = _handshake(request.method, path, request.headers)
+            started = time.perf_counter()
+            pending = conn.start(head, head_only=False, read_timeout=timeouts.read)
+            conn.request_done()
+            try:
+                answer = await pending
+            except BaseException:
+                conn.abort()
+                raise
+            request.upstream_seconds = time.perf_counter() - started
+            if answer.status != 101:
+                headers = _decoded(answer)
+                return Response(answer.status, headers, stream=answer.body)
+            return _switch(conn, answer)
         raise last
 
-    async def _relay(
-        self, client_request: web.BaseRequest, upstream_ws: aiohttp.ClientWebSocketResponse
-    ) -> web.StreamResponse:
-        protocols = (upstream_ws.protocol,) if upstream_ws.protocol else ()
-        client_ws = web.WebSocketResponse(protocols=protocols, autoping=True, max_msg_size=0)
-        await client_ws.prepare(client_request)
 
-        async def pump(source: Any, sink: Any) -> None:
-            async for message in source:
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    await sink.send_str(message.data)
-                elif message.type == aiohttp.WSMsgType.BINARY:
-                    await sink.send_bytes(message.data)
-                else:
-                    break
-            await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
+def _handshake(method: str, path: str, headers: CIMultiDict[str]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        raise UpstreamError()  # a header with a line break (never forwarded)
+    text += "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    return text.encode("utf-8", "surrogateescape")
 
-        tasks = [
-            asyncio.ensure_future(pump(client_ws, upstream_ws)),
-            asyncio.ensure_future(pump(upstream_ws, client_ws)),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await upstream_ws.close()
-            await client_ws.close()
-        return client_ws
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+def _decoded(answer: ResponseHead) -> CIMultiDict[str]:
+    return CIMultiDict(
+        (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+        for name, value in answer.headers
+    )
+
+
+def _switch(conn: UpstreamConnection, answer: ResponseHead) -> Response:
+    # The upstream's own head goes to the client: Upgrade, Connection, Sec-WebSocket-Accept
+    # and -Protocol are what the client's handshake checks.
+    headers = _decoded(answer)
+
+    async def takeover(incoming: Incoming) -> None:
+        client = incoming.conn
+        incoming.keep_alive = False
+        transport, early_from_upstream = conn.detach()
+        if transport is None or client.gone:
+            if transport is not None:
+                transport.close()
+            return
+        if "Date" not in headers:
+            headers["Date"] = http_date()
+        lines = ["HTTP/1.1 101 Switching Protocols\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        lines.append("\r\n")
+        client.write("".join(lines).encode("utf-8", "surrogateescape"))
+        _Tunnel(client, transport, early_from_upstream)
+
+    return Response(101, headers, upgrade=takeover)
+
+
+class _Tunnel(asyncio.Protocol):
+    """The upstream side of a spliced connection; the client side is the `ClientConnection`."""
+
+    def __init__(self, client: ClientConnection, upstream: asyncio.Transport, early: bytes) -> None:
+        self.client = client
+        self.upstream = upstream
+        upstream.set_protocol(self)
+        if early:
+            client.write(early)
+        early_from_client = client.take_over(self._from_client, self._client_lost, self._writable)
+        if early_from_client:
+            upstream.write(early_from_client)
+        upstream.resume_reading()
+
+    # client -> upstream
+    def _from_client(self, data: bytes) -> None:
+        if not self.upstream.is_closing():
+            self.upstream.write(data)
+
+    def pause_writing(self) -> None:
+        self.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.client.resume_reading()
+
+    def _client_lost(self) -> None:
+        self.upstream.close()
+
+    # upstream -> client
+    def data_received(self, data: bytes) -> None:
+        self.client.write(data)
+        if self.client.writing_paused:
+            self.upstream.pause_reading()
+
+    def _writable(self) -> None:
+        if not self.upstream.is_closing():
+            self.upstream.resume_reading()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.close()

@@ -45,7 +45,7 @@ class WorkerProcess:
         await runtime.start()
         metrics.start()
         server = public_server(gateway, model)
-        listener = await serve(server, listening_socket(model.listen, reuse_port=True))
+        await serve(server, listening_socket(model.listen, reuse_port=True))
         app = admin_app(control, self.registry, extra_routes=control.internal_routes())
         control_runner = await start_app(app, path=control_path)
         if ready_fd is not None:
@@ -54,7 +54,7 @@ class WorkerProcess:
         log.info("worker %d serving %s", os.getpid(), model.listen)
         await stop.wait()
         log.info("worker %d draining (up to %ss)", os.getpid(), model.shutdown_timeout)
-        await drain(server, listener, model.shutdown_timeout)
+        await drain(server, model.shutdown_timeout)
         await control_runner.cleanup()
         await gateway.runtime.stop()
         await store.close()

@@ -125,6 +125,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def __init__(self, on_reusable: Callable[[UpstreamConnection], None]) -> None:
         self._on_reusable = on_reusable
+        # Cached: before Python 3.12, get_running_loop() costs a getpid() system call.
+        self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -145,6 +147,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._paused = False
         self._reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
+        self._upgraded = False
+        self._after_upgrade = b""
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -154,6 +158,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._got_bytes = True
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # A 101: what follows its head belongs to the new protocol (see `detach`).
+            self._after_upgrade = data[upgrade.args[0] :]
+            self.pause_reading()
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(), exc)
             self.close()
@@ -195,6 +203,7 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 200 and status != 101:
             return  # interim response (100 Continue, 103 Early Hints): wait for the final one
         self._cancel_timer()
+        self._upgraded = status == 101
         self._keep_alive = self._parser.should_keep_alive()
         length = None
         chunked = False
@@ -241,9 +250,8 @@ class UpstreamConnection(asyncio.Protocol):
     ) -> asyncio.Future[ResponseHead]:
         """Send a request head; the future resolves with the response head, or fails with
         `UpstreamTimeout` when none came `read_timeout` after the request was fully sent."""
-        loop = asyncio.get_running_loop()
         self.used += 1
-        self._head = loop.create_future()
+        self._head = self._loop.create_future()
         self._head_only = head_only
         self._read_timeout = read_timeout
         self._request_sent = False
@@ -261,7 +269,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.closed:
             raise ConnectionResetError("upstream closed")
         if self._paused:
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = self._loop.create_future()
             try:
                 await self._drain
             finally:
@@ -274,9 +282,7 @@ class UpstreamConnection(asyncio.Protocol):
         if head is not None and not head.done():
             # One timer handle instead of an asyncio.timeout() block per request: this is
             # the hot path.
-            self._timer = asyncio.get_running_loop().call_later(
-                self._read_timeout, self._read_timed_out
-            )
+            self._timer = self._loop.call_later(self._read_timeout, self._read_timed_out)
         self._maybe_reusable()
 
     def _read_timed_out(self) -> None:
@@ -292,6 +298,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._timer = None
 
     def _maybe_reusable(self) -> None:
+        if self._upgraded:
+            return  # the connection now belongs to a tunnel
         if self._request_sent and self._response_done and not self.closed:
             if self._keep_alive:
                 self._head = None
@@ -315,6 +323,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed and self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    def detach(self) -> tuple[asyncio.Transport | None, bytes]:
+        """After a `101`: the transport, no longer this protocol's, and the bytes that
+        followed the response head. None when the upstream has already closed."""
+        self._cancel_timer()
+        self._head = None
+        transport = None if self.closed else self.transport
+        self.closed = True
+        return transport, self._after_upgrade
 
     def abort(self) -> None:
         """Give up on the current exchange (timeout, client gone) and close."""

@@ -48,7 +48,7 @@ class InProcessGateway:
         sock = listening_socket("127.0.0.1:0", reuse_port=False)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self._server = public_server(self.gateway, self.loaded.model)
-        self._listener = await serve(self._server, sock)
+        await serve(self._server, sock)
         admin_sock = listening_socket("127.0.0.1:0", reuse_port=False)
         self.admin_url = f"http://127.0.0.1:{admin_sock.getsockname()[1]}"
         token = self.loaded.model.admin.token
@@ -79,8 +79,6 @@ class InProcessGateway:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
-        self._listener.close()
-        self._server.pre_shutdown()
         await self._server.shutdown(1)
         await self._admin.cleanup()
         await self.gateway.runtime.stop()

@@ -1,0 +1,519 @@
+"""The public listener: HTTP/1.1 over httptools (llhttp), one request at a time per connection.
+
+A lean server on purpose. aiohttp's server (request object, payload stream, handler task and
+response object per request) cost more CPU per request than everything the gateway does for a
+cached answer. Here a request head is digested while it is parsed (`Incoming`), one task per
+connection runs the gateway's handler for each request in turn (no task per request), and
+whole responses leave in one write (`gateway.respond`).
+
+What the listener guarantees, whatever the handler does:
+- malformed or oversized heads get a JSON 400/414/431 that never echoes the client's bytes,
+  and the connection closes; ambiguous framing (CL+TE, two lengths, obs-fold, NUL) is refused
+  by llhttp itself;
+- a head must arrive within `client.header_timeout` of its first byte (slowloris), and an idle
+  connection closes after `client.keepalive_timeout` (one sweep timer per listener, not a
+  timer per request);
+- pipelined requests are answered in order; reading pauses while one is in progress, and
+  while a request body waits unread (flow control both ways);
+- on shutdown, idle connections close at once and busy ones after their current answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import httptools
+from multidict import CIMultiDict
+
+from gateway.config import ClientLimits
+from gateway.incoming import Incoming, RequestBody
+
+log = logging.getLogger("gateway.server")
+
+Handler = Callable[[Incoming], Awaitable[None]]
+"""`async (incoming) -> None`: answers the request through `incoming.conn`; sets
+`incoming.keep_alive` to whether the connection may carry another request."""
+
+# What each request header means to the listener, by lower-cased name.
+# Kinds from _HOST on are forwarded; those before it are hop-by-hop, read or not.
+_KEPT, _DROPPED, _CONNECTION, _TE, _UPGRADE, _EXPECT, _HOST, _LENGTH, _RID, _XFF, _VIA = range(11)
+_KINDS = {
+    b"keep-alive": _DROPPED,
+    b"te": _DROPPED,
+    b"trailer": _DROPPED,
+    b"connection": _CONNECTION,
+    b"transfer-encoding": _TE,
+    b"upgrade": _UPGRADE,
+    b"host": _HOST,
+    b"content-length": _LENGTH,
+    b"expect": _EXPECT,
+    b"x-request-id": _RID,
+    b"x-forwarded-for": _XFF,
+    b"via": _VIA,
+}
+_NAMES: dict[bytes, tuple[str, int]] = {}
+"""Header names as sent -> (decoded, kind): names repeat on every request."""
+_MAX_NAMES = 2048
+_METHODS: dict[bytes, str] = {}
+_CONNECTION_KEEPS = frozenset({"close", "keep-alive", "upgrade"})
+_TUNNEL_BUFFER = 64 * 1024
+
+
+def _name(raw: bytes) -> tuple[str, int]:
+    entry = _NAMES.get(raw)
+    if entry is None:
+        lower = raw.lower()
+        kind = _KINDS.get(lower, _DROPPED if lower.startswith(b"proxy-") else _KEPT)
+        entry = (raw.decode("latin-1"), kind)
+        if len(_NAMES) < _MAX_NAMES:
+            _NAMES[raw] = entry
+    return entry
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: the head breaks a limit."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+
+
+class Listener:
+    """Creates a `ClientConnection` per accepted client; closes them all on shutdown."""
+
+    def __init__(self, handler: Handler, limits: ClientLimits) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.head_limit = limits.max_line_size + limits.max_headers * limits.max_field_size
+        self.connections: set[ClientConnection] = set()
+        self.closing = False
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._empty: asyncio.Event | None = None
+        timeouts = [limits.header_timeout]
+        if limits.keepalive_timeout > 0:
+            timeouts.append(limits.keepalive_timeout)
+        self._sweep_every = min(1.0, max(0.02, min(timeouts) / 4))
+
+    def __call__(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    async def serve(self, sock: socket.socket) -> None:
+        """Accept connections on a bound, listening socket."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self, sock=sock, backlog=1024)
+        self._sweeper = loop.call_later(self._sweep_every, self._sweep)
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in list(self.connections):
+            conn.check_timeouts(now)
+        self._sweeper = loop.call_later(self._sweep_every, self._sweep)
+
+    def forget(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._empty is not None:
+            self._empty.set()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting; let requests in progress finish (up to `timeout`); close the rest."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close_when_idle()
+        if self.connections:
+            self._empty = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._empty.wait(), timeout)
+        for conn in list(self.connections):
+            conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parses request heads, runs the handler, keeps the order."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        limits = listener.limits
+        self._max_line = limits.max_line_size
+        self._max_field = limits.max_field_size
+        self._max_headers = limits.max_headers
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.closed = False
+        self._closing = False  # close after the answer in progress
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        # The head being parsed.
+        self._in_head = False
+        self._head_started = 0.0
+        self._head_bytes = 0
+        self._url = b""
+        self._pairs: list[tuple[str, str]] = []
+        self._count = 0
+        self._specials: dict[int, str] = {}
+        self._incoming: Incoming | None = None  # the last head parsed (its body may follow)
+        # Requests being answered / waiting their turn.
+        self._current: Incoming | None = None
+        self._queue: deque[Incoming] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._idle_since = self._loop.time()
+        self._refusal: _Refused | None = None
+        # An upgrade request: bytes after its head, until the handler decides.
+        self._tunnel_bytes: bytearray | None = None
+        self._tunnel: Callable[[bytes], None] | None = None
+        self._on_lost: Callable[[], None] | None = None
+        self._on_writable: Callable[[], None] | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else ""
+        self.listener.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel(data)
+            return
+        if self._tunnel_bytes is not None:
+            self._hold_for_tunnel(data)
+            return
+        if self.closed or self._refusal is not None:
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > self.listener.head_limit and self._in_head:
+            self._refuse(_Refused(431, "request_header_fields_too_large"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._hold_for_tunnel(data[upgrade.args[0] :])
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if isinstance(refused, _Refused):
+                self._refuse(refused)
+            else:
+                log.error("request parsing failed", exc_info=refused)
+                self._refuse(_Refused(500, "internal_error"))
+        except httptools.HttpParserError as exc:
+            log.info("refused a malformed request from %s: %s", self.peer, _reason(exc))
+            self._refuse(_Refused(400, "bad_request"))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.listener.forget(self)
+        gone = ConnectionResetError("client went away")
+        for incoming in (self._current, *self._queue, self._incoming):
+            if incoming is not None and incoming.body is not None:
+                incoming.body.fail(gone)
+        self._queue.clear()
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(gone)
+        if self._on_lost is not None:
+            self._on_lost()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self._on_writable is not None:
+            self._on_writable()
+
+    # -- httptools callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_started = self._loop.time()
+        self._head_bytes = 0
+        self._url = b""
+        self._pairs = []
+        self._count = 0
+        self._specials = {}
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._max_line:
+            raise _Refused(414, "uri_too_long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count += 1
+        if self._count > self._max_headers or len(name) + len(value) > self._max_field:
+            raise _Refused(431, "request_header_fields_too_large")
+        text, kind = _name(name)
+        if kind == _KEPT:
+            self._pairs.append((text, value.decode("utf-8", "surrogateescape")))
+            return
+        if kind == _DROPPED:
+            return
+        decoded = value.decode("utf-8", "surrogateescape")
+        if kind >= _HOST:  # end-to-end headers the gateway also reads
+            self._pairs.append((text, decoded))
+            if kind in self._specials:
+                if kind in (_XFF, _VIA):  # several lines are one list
+                    self._specials[kind] += ", " + decoded
+                return  # Host, X-Request-ID: the first one counts
+        elif kind in self._specials:  # Connection, Upgrade, Transfer-Encoding: all of them
+            decoded = self._specials[kind] + ", " + decoded
+        self._specials[kind] = decoded
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        specials = self._specials
+        method_bytes = parser.get_method()
+        method = _METHODS.get(method_bytes)
+        if method is None:
+            method = _METHODS.setdefault(method_bytes, method_bytes.decode("ascii"))
+        headers: CIMultiDict[str] = CIMultiDict(self._pairs)
+        connection = specials.get(_CONNECTION)
+        if connection is not None:
+            for token in connection.split(","):
+                token = token.strip().lower()
+                if token and token not in _CONNECTION_KEEPS:
+                    headers.popall(token, None)
+        expect = specials.get(_EXPECT, "").lower() == "100-continue"
+        body = None
+        if _TE in specials:
+            body = RequestBody(self, None, expect)
+        elif _LENGTH in specials:
+            length = int(specials[_LENGTH])
+            if length:
+                body = RequestBody(self, length, expect)
+        upgrade = None
+        if parser.should_upgrade():
+            upgrade = "connect" if method == "CONNECT" else specials.get(_UPGRADE, "").lower()
+            if body is not None:
+                # Its body would be tunnel bytes to llhttp: never guess which it is.
+                raise _Refused(400, "bad_request")
+        incoming = Incoming(
+            self,
+            method,
+            self._url.decode("utf-8", "surrogateescape"),
+            parser.get_http_version(),
+            headers,
+            keep_alive=parser.should_keep_alive(),
+            host=specials.get(_HOST, "").lower(),
+            request_id=specials.get(_RID),
+            forwarded_for=specials.get(_XFF),
+            via=specials.get(_VIA),
+            expect_continue=expect,
+            upgrade=upgrade,
+            body=body,
+        )
+        self._incoming = incoming
+        self._queue.append(incoming)
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+        elif self._waiter is not None:
+            self._wake()
+        else:
+            self.pause_reading()  # pipelined: one request at a time
+
+    def on_body(self, chunk: bytes) -> None:
+        incoming = self._incoming
+        if incoming is not None and incoming.body is not None:
+            incoming.body.feed(chunk)
+
+    def on_message_complete(self) -> None:
+        incoming = self._incoming
+        if incoming is not None and incoming.body is not None:
+            incoming.body.finish()
+
+    # -- running requests -------------------------------------------------------------------
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _serve(self) -> None:
+        """The connection's task: answers its requests in order, until it closes."""
+        handler = self.listener.handler
+        queue = self._queue
+        while True:
+            if not queue:
+                self._idle_since = self._loop.time()
+                self.resume_reading()
+                self._waiter = self._loop.create_future()
+                await self._waiter
+                if self.closed or not queue:
+                    return
+            incoming = self._current = queue.popleft()
+            try:
+                await handler(incoming)
+            except Exception:
+                log.exception("answering a request failed")
+                self.abort()
+                return
+            finally:
+                self._current = None
+            if self.closed or self._tunnel is not None:
+                return
+            if self._refusal is not None:
+                self._refuse(self._refusal)
+                return
+            if not incoming.keep_alive or self._closing or incoming.upgrade is not None:
+                self.close()
+                return
+
+    def _refuse(self, refused: _Refused) -> None:
+        if self._current is not None:
+            # Answer what came before first; then refuse, and read nothing more.
+            self._refusal = refused
+            self.pause_reading()
+            return
+        self._refusal = refused
+        request_id = os.urandom(16).hex()
+        body = json.dumps({"error": refused.code, "request_id": request_id}).encode()
+        self.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"X-Request-ID: %s\r\nConnection: close\r\n\r\n%s"
+            % (
+                refused.status,
+                _REASONS.get(refused.status, b"Error"),
+                len(body),
+                request_id.encode(),
+                body,
+            )
+        )
+        if refused.status != 400 or refused.code != "bad_request":
+            log.info("refused a request from %s: %s", self.peer, refused.code)
+        self.close()
+
+    def check_timeouts(self, now: float) -> None:
+        """Close a connection whose head is overdue, or that sat idle too long (the
+        listener's sweep calls this a few times per shortest timeout)."""
+        limits = self.listener.limits
+        if self._in_head:
+            if now - self._head_started > limits.header_timeout:
+                log.info(
+                    "closed a connection whose request head took over %gs", limits.header_timeout
+                )
+                self.close()
+        elif (
+            self._current is None
+            and not self._queue
+            and self._tunnel is None
+            and now - self._idle_since > limits.keepalive_timeout
+        ):
+            self.close()
+
+    # -- for the handler ---------------------------------------------------------------------
+    @property
+    def closing(self) -> bool:
+        """Whether this connection will close after the answer in progress."""
+        return self._closing or self.listener.closing
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed and not transport.is_closing():
+            transport.write(data)
+
+    @property
+    def gone(self) -> bool:
+        """The client closed, or the connection is closing: writes go nowhere."""
+        return self.closed or self.transport is None or self.transport.is_closing()
+
+    async def drain(self) -> None:
+        """Wait while the client reads slower than the gateway writes."""
+        if self.closed:
+            raise ConnectionResetError("client went away")
+        if self._writing_paused:
+            self._drain = self._loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._writing_paused
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.closed:
+            if self._queue or self._refusal is not None:
+                return  # reading resumes when the waiting requests have been answered
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def take_over(
+        self,
+        on_data: Callable[[bytes], None],
+        on_lost: Callable[[], None],
+        on_writable: Callable[[], None],
+    ) -> bytes:
+        """Hand the connection to a tunnel (a WebSocket): from now on its bytes go to
+        `on_data`, its loss to `on_lost`, and `on_writable` is called when writes may go on
+        after a pause. Returns what the client sent after the request head."""
+        early = bytes(self._tunnel_bytes or b"")
+        self._tunnel_bytes = None
+        self._tunnel = on_data
+        self._on_lost = on_lost
+        self._on_writable = on_writable
+        self._reading_paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        return early
+
+    def _hold_for_tunnel(self, data: bytes) -> None:
+        held = self._tunnel_bytes
+        if held is None:
+            held = self._tunnel_bytes = bytearray()
+        held += data
+        if len(held) > _TUNNEL_BUFFER:
+            self.pause_reading()
+
+    def close_when_idle(self) -> None:
+        """Close now if idle, else after the answer in progress (shutdown)."""
+        self._closing = True
+        if self._current is None and self._tunnel is None:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _reason(exc: Exception) -> str:
+    # llhttp's reason names the kind of error ("Invalid header value char"), never the bytes.
+    return str(exc).split(":", 1)[0][:80]
+
+
+_REASONS: dict[int, bytes] = {
+    400: b"Bad Request",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+}
