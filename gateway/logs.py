@@ -65,10 +65,10 @@ class AccessLog:
                 f'"duration_ms":{seconds * 1000:.2f},"upstream_ms":{upstream},"client_ip":{ip_json}'
             )
             if extra:
-                line += "".join(
-                    f",{_quote(key)}:{json.dumps(value, default=str)}"
-                    for key, value in extra.items()
-                )
+                for key, value in extra.items():
+                    # Policies' decisions are short strings; json.dumps is for anything else.
+                    text = _quote(value) if type(value) is str else json.dumps(value, default=str)
+                    line += f",{_quote(key)}:{text}"
             line += "}"
         self._pending.append(line)
         if len(self._pending) == 1:

@@ -61,6 +61,10 @@ class Route:
         return path[len(strip) :] or "/"
 
 
+def _first_segment(path: str) -> str:
+    return path[1:].partition("/")[0]
+
+
 def _without_port(host: str) -> str:
     if host.endswith("]"):
         return host
@@ -89,6 +93,19 @@ class Router:
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
+        # Routes that can take a path, by the path's first segment (file order kept): a
+        # prefix's own first segment, and every route whose prefix is `/`.
+        self._catch_all = [route for route in routes if not route._prefix]
+        self._by_segment: dict[str, list[Route]] = {}
+        for route in routes:
+            if route._prefix:
+                self._by_segment.setdefault(_first_segment(route._prefix), [])
+        for segment, candidates in self._by_segment.items():
+            candidates.extend(
+                route
+                for route in routes
+                if not route._prefix or _first_segment(route._prefix) == segment
+            )
 
     def match(self, host: str, path: str, method: str) -> Route | NotAllowed | None:
         """The route for a normalised `path` (see `gateway.paths`); `BadPath` when the path
@@ -99,7 +116,7 @@ class Router:
         # A reverse proxy opens no tunnels: the bytes after a CONNECT head are no body, and
         # forwarding them framed as one would let a client smuggle requests to the upstream.
         tunnel = method == "CONNECT"
-        for route in self.routes:
+        for route in self._by_segment.get(_first_segment(path), self._catch_all):
             if not route.takes(host, path):
                 continue
             methods = route.methods
