@@ -1,17 +1,21 @@
 """Reading a session from the store: the `read.lua` step, its memory twin, and its arguments.
 
-One script call per request reads the fields and slides the expiry together, so a session
-costs one round trip; nothing is cached in the gateway, so a deleted session is refused on
-the very next request.
+One script call reads the fields and slides the expiry together, so a session costs one round
+trip; nothing is cached in the gateway, so a deleted session is refused on the very next
+request. Requests of one session that arrive in the same turn of the event loop (a page's
+burst of API calls) share that call: their reads would leave in the same write to Redis
+anyway, so they see exactly what each would have seen alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from gateway.store import Keyspace, Script, Value
+from gateway.errors import StoreUnavailable
+from gateway.store import Keyspace, Script, Store, Value
 
 
 def _read_local(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> Any:
@@ -68,3 +72,44 @@ class Reader:
             name.decode("utf-8", "surrogateescape"): value.decode("utf-8", "surrogateescape")
             for name, value in zip(reply[::2], reply[1::2], strict=True)
         }
+
+
+class Reads:
+    """Session reads through one store, shared by the requests of one loop turn."""
+
+    __slots__ = ("_loop", "_reader", "_store", "_turn")
+
+    def __init__(self, store: Store, reader: Reader) -> None:
+        self._store = store
+        self._reader = reader
+        self._turn: dict[str, list[asyncio.Future[Any]]] = {}
+        """Keys read in this loop turn -> the requests waiting on that read."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def read(self, key: str) -> Any:
+        """The script's reply for `key`; `StoreUnavailable` when the store cannot answer."""
+        waiters = self._turn.get(key)
+        loop = self._loop
+        if loop is None:
+            # Cached: before Python 3.12, get_running_loop() costs a getpid() system call.
+            loop = self._loop = asyncio.get_running_loop()
+        if waiters is not None:
+            joined: asyncio.Future[Any] = loop.create_future()
+            waiters.append(joined)
+            return await joined
+        if not self._turn:
+            loop.call_soon(self._turn.clear)  # the next turn's reads go to the store again
+        waiters = self._turn[key] = []
+        reader = self._reader
+        try:
+            reply = await self._store.eval(reader.script, (key,), reader.args)
+        except BaseException as exc:
+            failure = StoreUnavailable(str(exc) or type(exc).__name__)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            raise
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(reply)
+        return reply

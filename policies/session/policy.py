@@ -20,7 +20,7 @@ from gateway.policy import AdminEndpoint, Policy, PolicyContext
 from policies.session import admin
 from policies.session.config import SessionOptions
 from policies.session.ids import challenge, take_bearer, take_cookie, valid_id
-from policies.session.lookup import Reader
+from policies.session.lookup import Reader, Reads
 
 RESULTS = ("ok", "missing", "invalid", "forbidden", "store_error")
 """Metric and access-log values: `missing` no credential; `invalid` a malformed id or no such
@@ -62,7 +62,6 @@ class Session(Policy):
         super().__init__(options, context)
         self.options: SessionOptions = options
         # Everything a request needs is decided here, once.
-        self._store = context.store
         self._cookie = options.cookie
         self._bearer = options.bearer
         self._keep = options.forward_credentials
@@ -75,6 +74,7 @@ class Session(Policy):
         if options.fields is not None:
             names = list(dict.fromkeys([*options.forward, *options.require, *options.fields]))
         self._reader = Reader(names, options.sliding_ttl or 0.0, options.refresh_interval)
+        self._reads = Reads(context.store, self._reader)
         realm, cookie, bearer = options.realm, options.cookie, options.bearer
         self._challenge = {"WWW-Authenticate": challenge(realm, cookie, bearer, False)}
         self._invalid_token = {"WWW-Authenticate": challenge(realm, cookie, bearer, True)}
@@ -120,9 +120,7 @@ class Session(Policy):
         session = None
         if valid_id(session_id):
             try:
-                reply = await self._store.eval(
-                    self._reader.script, (self._prefix + session_id,), self._reader.args
-                )
+                reply = await self._reads.read(self._prefix + session_id)
             except StoreUnavailable:
                 self._count(request, "store_error")
                 raise SessionStoreUnavailable() from None

@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 import pytest
 from multidict import CIMultiDict
 
-from gateway.errors import HTTPError
+from gateway.errors import HTTPError, StoreUnavailable
 from gateway.http import Request
 from gateway.store.redis import RedisStore
+from policies.session.lookup import Reader, Reads
 from tests.conftest import GatewayFactory
 from tests.policies.session.conftest import command_calls, header_values, login
 from tests.support.harness import InProcessGateway
@@ -214,3 +215,34 @@ async def test_redis_too_slow_is_503_within_the_store_timeout(
         assert (status, header_values(echo, "X-User-Id")) == (200, ["8"])
     finally:
         await store.close()
+
+
+async def test_reads_of_one_session_in_one_loop_turn_share_one_call(
+    redis: RedisStore, redis_server: RedisServer
+) -> None:
+    session_id = await login(redis, user_id=7)
+    other = await login(redis, user_id=8)
+    reads = Reads(redis, Reader(["user_id"], 0.0, 0.0))
+    before = command_calls(redis_server)["evalsha"] + command_calls(redis_server)["eval"]
+    replies = await asyncio.gather(
+        *(reads.read("session:" + session_id) for _ in range(20)), reads.read("session:" + other)
+    )
+    after = command_calls(redis_server)["evalsha"] + command_calls(redis_server)["eval"]
+    assert replies == [[b"7"]] * 20 + [[b"8"]]
+    assert after - before == 2  # one per session, not one per request
+
+    # The next turn asks again: a session deleted meanwhile is gone for the next request.
+    await redis.delete("session:" + session_id)
+    assert await reads.read("session:" + session_id) is None
+
+
+async def test_a_shared_read_that_fails_fails_every_request_of_the_turn(
+    redis_server: RedisServer,
+) -> None:
+    down = RedisStore(f"redis://127.0.0.1:{free_port()}", timeout=0.2)
+    reads = Reads(down, Reader(["user_id"], 0.0, 0.0))
+    results = await asyncio.gather(
+        *(reads.read("session:" + "k" * 20) for _ in range(5)), return_exceptions=True
+    )
+    await down.close()
+    assert all(isinstance(result, StoreUnavailable) for result in results)
