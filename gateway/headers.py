@@ -32,20 +32,38 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+/=-]{1,128}$")
 VIA = "1.1 gateway"
 
 
-def strip_hop_by_hop(headers: CIMultiDict[str]) -> None:
-    """Remove hop-by-hop headers in place, including those the Connection header names."""
-    connection = headers.get("Connection")
-    for name in [name for name in headers if _is_hop_by_hop(name)]:
-        headers.popall(name, None)
-    if connection:
-        for token in connection.split(","):
-            headers.popall(token.strip(), None)
-
-
 @lru_cache(maxsize=512)
 def _is_hop_by_hop(name: str) -> bool:
     lower = name.lower()
     return lower in HOP_BY_HOP or lower.startswith("proxy-")
+
+
+_NAMES: dict[bytes, tuple[str, bool]] = {}
+"""Header names as received -> (decoded, hop-by-hop): names repeat on every response."""
+
+
+def end_to_end(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """Headers as received from an upstream, decoded, without hop-by-hop ones (including
+    those its Connection header names). Bytes that are not UTF-8 (obs-text) survive as sent."""
+    pairs = []
+    connection = None
+    for name, value in raw:
+        entry = _NAMES.get(name)
+        if entry is None:
+            text = name.decode("latin-1")
+            entry = (text, _is_hop_by_hop(text))
+            if len(_NAMES) < 2048:
+                _NAMES[name] = entry
+        if entry[1]:
+            if entry[0].lower() == "connection":
+                connection = value if connection is None else connection + b"," + value
+            continue
+        pairs.append((entry[0], value.decode("utf-8", "surrogateescape")))
+    headers: CIMultiDict[str] = CIMultiDict(pairs)
+    if connection is not None:
+        for token in connection.decode("latin-1").split(","):
+            headers.popall(token.strip(), None)
+    return headers
 
 
 class Forwarding:

@@ -15,7 +15,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.headers import strip_hop_by_hop
+from gateway.headers import end_to_end
 from gateway.http import Request, Response
 from gateway.upstream.connection import ConnectionLost, ResponseHead, UpstreamConnection
 from gateway.upstream.pool import Target, Upstream
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _CHUNK_END = b"0\r\n\r\n"
+_LINE = "%s: %s\r\n"
 
 
 class Proxy:
@@ -89,13 +90,14 @@ class Proxy:
         path = target.base_path + request.path if target.base_path else request.path
         if request.query_string:
             path = f"{path}?{request.query_string}"
-        lines = [f"{request.method} {path} HTTP/1.1\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-        lines.append("\r\n")
-        text = "".join(lines)
-        if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        # map() over str.__mod__ formats every line in C: no Python frame per header.
+        text = f"{request.method} {path} HTTP/1.1\r\n" + "".join(
+            map(_LINE.__mod__, headers.items())
+        )
+        count = len(headers) + 1
+        if text.count("\n") != count or text.count("\r") != count:
             text = _without_line_breaks(request.method, path, headers)
-        return text.encode("utf-8", "surrogateescape")
+        return (text + "\r\n").encode("utf-8", "surrogateescape")
 
     async def _send(self, request: Request, conn: UpstreamConnection, head: bytes) -> ResponseHead:
         body = request.body
@@ -158,13 +160,7 @@ class Proxy:
         conn.request_done()
 
     def _response(self, answer: ResponseHead) -> Response:
-        headers: CIMultiDict[str] = CIMultiDict(
-            # surrogateescape: bytes that are not UTF-8 (obs-text) survive to the client as sent
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-            for name, value in answer.headers
-        )
-        strip_hop_by_hop(headers)
-        return Response(answer.status, headers, stream=answer.body)
+        return Response(answer.status, end_to_end(answer.headers), stream=answer.body)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -177,9 +173,8 @@ def _without_line_breaks(method: str, path: str, headers: CIMultiDict[str]) -> s
     # whoever wrote it inject headers upstream: such headers are dropped, never sent.
     lines = [f"{method} {path} HTTP/1.1\r\n"]
     lines.extend(
-        f"{name}: {value}\r\n"
+        _LINE % (name, value)
         for name, value in headers.items()
         if not any(c in name or c in value for c in "\r\n")
     )
-    lines.append("\r\n")
     return "".join(lines)

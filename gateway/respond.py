@@ -45,6 +45,9 @@ def _status_line(version: str, status: int) -> str:
     return line
 
 
+_LINE = "%s: %s\r\n"
+
+
 def _bodiless(incoming: Incoming, status: int) -> bool:
     return incoming.method == "HEAD" or status in (204, 304) or status < 200
 
@@ -52,7 +55,8 @@ def _bodiless(incoming: Incoming, status: int) -> bool:
 def _keep_alive(incoming: Incoming) -> bool:
     # A request body left unread (413, 408, an early answer) makes the connection unusable
     # for another request: say so, and close after the answer.
-    return incoming.keep_alive and not incoming.body_pending and not incoming.conn.closing
+    body = incoming.body
+    return incoming.keep_alive and (body is None or body.complete) and not incoming.conn.closing
 
 
 def _head(incoming: Incoming, status: int, headers: CIMultiDict[str], keep_alive: bool) -> bytes:
@@ -64,14 +68,14 @@ def _head(incoming: Incoming, status: int, headers: CIMultiDict[str], keep_alive
             headers["Connection"] = "keep-alive"
     elif not keep_alive:
         headers["Connection"] = "close"
-    lines = [_status_line(incoming.version, status)]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-    lines.append("\r\n")
-    head = "".join(lines)
-    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
-        head = _without_line_breaks(lines)
+    # map() over str.__mod__ formats every line in C: no Python frame per header.
+    status_line = _status_line(incoming.version, status)
+    head = status_line + "".join(map(_LINE.__mod__, headers.items()))
+    lines = len(headers) + 1
+    if head.count("\n") != lines or head.count("\r") != lines:
+        head = _without_line_breaks(status_line, headers)
     # surrogateescape: header bytes that are not UTF-8 go out exactly as they came in.
-    return head.encode("utf-8", "surrogateescape")
+    return (head + "\r\n").encode("utf-8", "surrogateescape")
 
 
 def complete(incoming: Incoming, response: Response) -> int:
@@ -79,7 +83,7 @@ def complete(incoming: Incoming, response: Response) -> int:
     status = response.status
     headers = response.headers
     body = response.body
-    if _bodiless(incoming, status):
+    if incoming.method == "HEAD" or status in (204, 304) or status < 200:
         body = b""  # a HEAD answer keeps the upstream's Content-Length: it describes the GET
     else:
         headers["Content-Length"] = str(len(body))
@@ -89,12 +93,16 @@ def complete(incoming: Incoming, response: Response) -> int:
     return len(body)
 
 
-def _without_line_breaks(lines: list[str]) -> str:
+def _without_line_breaks(status_line: str, headers: CIMultiDict[str]) -> str:
     # A header value with CR or LF would let whoever wrote it (an upstream, a policy's data)
     # split the response: such headers are dropped.
     log.warning("dropped a response header containing a line break")
-    kept = [lines[0], *(line for line in lines[1:-1] if line.count("\r") == 1 == line.count("\n"))]
-    return "".join([*kept, "\r\n"])
+    kept = [
+        _LINE % (name, value)
+        for name, value in headers.items()
+        if not any(c in name or c in value for c in "\r\n")
+    ]
+    return status_line + "".join(kept)
 
 
 async def stream(incoming: Incoming, response: Response, rid: str) -> int:
