@@ -134,11 +134,12 @@ class RequestIds:
 
     def __init__(self) -> None:
         self._prefix = os.urandom(8).hex()
-        self._count = 0
+        # From 2**60 on, hex() gives 16 digits without a format spec to parse per request.
+        self._count = 1 << 60
 
     def __call__(self, incoming: str | None) -> str:
         """Keep a sane client-sent id (so traces join up), else make one."""
         if incoming is not None and _REQUEST_ID.fullmatch(incoming):
             return incoming
         self._count += 1
-        return f"{self._prefix}{self._count:016x}"
+        return self._prefix + hex(self._count)[2:]

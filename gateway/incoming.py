@@ -48,7 +48,6 @@ class Incoming:
         target: str,
         version: str,
         headers: CIMultiDict[str],
-        *,
         keep_alive: bool = True,
         host: str = "",
         request_id: str | None = None,

@@ -168,6 +168,7 @@ class ClientConnection(asyncio.Protocol):
         self._pairs: list[tuple[str, str]] = []
         self._count = 0
         self._specials: dict[int, str] = {}
+        self._framing = False
         self._incoming: Incoming | None = None  # the last head parsed (its body may follow)
         # Requests being answered / waiting their turn.
         self._current: Incoming | None = None
@@ -253,6 +254,7 @@ class ClientConnection(asyncio.Protocol):
         self._pairs = []
         self._count = 0
         self._specials = {}
+        self._framing = False  # a header that shapes the message (length, upgrade, ...)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -270,6 +272,8 @@ class ClientConnection(asyncio.Protocol):
         if kind == _DROPPED:
             return
         decoded = value.decode("utf-8", "surrogateescape")
+        if kind < _HOST or kind == _LENGTH:
+            self._framing = True
         if kind >= _HOST:  # end-to-end headers the gateway also reads
             self._pairs.append((text, decoded))
             if kind in self._specials:
@@ -283,12 +287,42 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
-        specials = self._specials
         method_bytes = parser.get_method()
         method = _METHODS.get(method_bytes)
         if method is None:
             method = _METHODS.setdefault(method_bytes, method_bytes.decode("ascii"))
         headers: CIMultiDict[str] = CIMultiDict(self._pairs)
+        specials = self._specials
+        if not self._framing and method != "CONNECT":
+            # The common case: no body, no Expect, no Connection tokens, no upgrade.
+            incoming = Incoming(
+                self,
+                method,
+                self._url.decode("utf-8", "surrogateescape"),
+                parser.get_http_version(),
+                headers,
+                parser.should_keep_alive(),
+                specials[_HOST].lower() if _HOST in specials else "",
+                specials.get(_RID),
+                specials.get(_XFF),
+                specials.get(_VIA),
+            )
+        else:
+            incoming = self._uncommon(method, headers, specials)
+        self._incoming = incoming
+        self._queue.append(incoming)
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+        elif self._waiter is not None:
+            self._wake()
+        else:
+            self.pause_reading()  # pipelined: one request at a time
+
+    def _uncommon(
+        self, method: str, headers: CIMultiDict[str], specials: dict[int, str]
+    ) -> Incoming:
+        """A head with a body, Expect, Connection tokens or an upgrade."""
+        parser = self._parser
         connection = specials.get(_CONNECTION)
         if connection is not None:
             for token in connection.split(","):
@@ -309,29 +343,21 @@ class ClientConnection(asyncio.Protocol):
             if body is not None:
                 # Its body would be tunnel bytes to llhttp: never guess which it is.
                 raise _Refused(400, "bad_request")
-        incoming = Incoming(
+        return Incoming(
             self,
             method,
             self._url.decode("utf-8", "surrogateescape"),
             parser.get_http_version(),
             headers,
-            keep_alive=parser.should_keep_alive(),
-            host=specials.get(_HOST, "").lower(),
-            request_id=specials.get(_RID),
-            forwarded_for=specials.get(_XFF),
-            via=specials.get(_VIA),
-            expect_continue=expect,
-            upgrade=upgrade,
-            body=body,
+            parser.should_keep_alive(),
+            specials[_HOST].lower() if _HOST in specials else "",
+            specials.get(_RID),
+            specials.get(_XFF),
+            specials.get(_VIA),
+            expect,
+            upgrade,
+            body,
         )
-        self._incoming = incoming
-        self._queue.append(incoming)
-        if self._task is None:
-            self._task = self._loop.create_task(self._serve())
-        elif self._waiter is not None:
-            self._wake()
-        else:
-            self.pause_reading()  # pipelined: one request at a time
 
     def on_body(self, chunk: bytes) -> None:
         incoming = self._incoming

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _CHUNK_END = b"0\r\n\r\n"
 _LINE = "%s: %s\r\n"
+_CRLF = "\r\n"
+_COLON = ": "
 
 
 class Proxy:
@@ -90,14 +92,13 @@ class Proxy:
         path = target.base_path + request.path if target.base_path else request.path
         if request.query_string:
             path = f"{path}?{request.query_string}"
-        # map() over str.__mod__ formats every line in C: no Python frame per header.
-        text = f"{request.method} {path} HTTP/1.1\r\n" + "".join(
-            map(_LINE.__mod__, headers.items())
-        )
-        count = len(headers) + 1
+        # Joined in C (no Python frame, no format parsing per header): the hot path.
+        lines = _CRLF.join(map(_COLON.join, headers.items()))
+        text = f"{request.method} {path} HTTP/1.1\r\n{lines}\r\n\r\n"
+        count = len(headers) + 2
         if text.count("\n") != count or text.count("\r") != count:
             text = _without_line_breaks(request.method, path, headers)
-        return (text + "\r\n").encode("utf-8", "surrogateescape")
+        return text.encode("utf-8", "surrogateescape")
 
     async def _send(self, request: Request, conn: UpstreamConnection, head: bytes) -> ResponseHead:
         body = request.body
@@ -177,4 +178,5 @@ def _without_line_breaks(method: str, path: str, headers: CIMultiDict[str]) -> s
         for name, value in headers.items()
         if not any(c in name or c in value for c in "\r\n")
     )
+    lines.append("\r\n")
     return "".join(lines)

@@ -206,3 +206,20 @@ async def test_shutdown_closes_idle_connections_and_lets_answers_finish(
         assert b"Connection: close" in data
     else:
         assert data == b""
+
+
+@pytest.mark.parametrize("target", [b"/x", b"example.com:443"])
+async def test_connect_is_answered_then_the_connection_closes(
+    make_gateway: GatewayFactory, upstream: Upstream, target: bytes
+) -> None:
+    # What follows a CONNECT head is tunnel bytes to the parser: never read as requests.
+    gw = await make_gateway(CONFIG)
+    reader, writer = await connect(gw.url)
+    writer.write(
+        b"CONNECT " + target + b" HTTP/1.1\r\nHost: x\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"
+    )
+    data = await asyncio.wait_for(reader.read(), 5)  # one answer, then EOF
+    writer.close()
+    assert data.split(b" ", 2)[1] in (b"400", b"405")
+    assert data.count(b"HTTP/1.1 ") == 1
+    assert not upstream.hits
