@@ -10,7 +10,7 @@ anyway, so they see exactly what each would have seen alone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from functools import cache
 from typing import Any
 
@@ -82,27 +82,33 @@ class Reads:
     def __init__(self, store: Store, reader: Reader) -> None:
         self._store = store
         self._reader = reader
-        self._turn: dict[str, list[asyncio.Future[Any]]] = {}
+        self._turn: dict[str, list[asyncio.Future[dict[str, str] | None]]] = {}
         """Keys read in this loop turn -> the requests waiting on that read."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def read(self, key: str) -> Any:
-        """The script's reply for `key`; `StoreUnavailable` when the store cannot answer."""
+    def read(self, key: str) -> Awaitable[dict[str, str] | None]:
+        """The session stored at `key` (each caller gets its own dict), or None when there is
+        no such session; `StoreUnavailable` when the store cannot answer."""
         waiters = self._turn.get(key)
         loop = self._loop
         if loop is None:
             # Cached: before Python 3.12, get_running_loop() costs a getpid() system call.
             loop = self._loop = asyncio.get_running_loop()
         if waiters is not None:
-            joined: asyncio.Future[Any] = loop.create_future()
+            joined: asyncio.Future[dict[str, str] | None] = loop.create_future()
             waiters.append(joined)
-            return await joined
+            return joined
         if not self._turn:
             loop.call_soon(self._turn.clear)  # the next turn's reads go to the store again
         waiters = self._turn[key] = []
+        return self._lead(key, waiters)
+
+    async def _lead(
+        self, key: str, waiters: list[asyncio.Future[dict[str, str] | None]]
+    ) -> dict[str, str] | None:
         reader = self._reader
         try:
-            reply = await self._store.eval(reader.script, (key,), reader.args)
+            session = reader.decode(await self._store.eval(reader.script, (key,), reader.args))
         except BaseException as exc:
             failure = StoreUnavailable(str(exc) or type(exc).__name__)
             for waiter in waiters:
@@ -111,5 +117,5 @@ class Reads:
             raise
         for waiter in waiters:
             if not waiter.done():
-                waiter.set_result(reply)
-        return reply
+                waiter.set_result(None if session is None else dict(session))
+        return session

@@ -73,8 +73,8 @@ class Session(Policy):
         names: list[str] | None = None
         if options.fields is not None:
             names = list(dict.fromkeys([*options.forward, *options.require, *options.fields]))
-        self._reader = Reader(names, options.sliding_ttl or 0.0, options.refresh_interval)
-        self._reads = Reads(context.store, self._reader)
+        reader = Reader(names, options.sliding_ttl or 0.0, options.refresh_interval)
+        self._reads = Reads(context.store, reader)
         realm, cookie, bearer = options.realm, options.cookie, options.bearer
         self._challenge = {"WWW-Authenticate": challenge(realm, cookie, bearer, False)}
         self._invalid_token = {"WWW-Authenticate": challenge(realm, cookie, bearer, True)}
@@ -120,11 +120,10 @@ class Session(Policy):
         session = None
         if valid_id(session_id):
             try:
-                reply = await self._reads.read(self._prefix + session_id)
+                session = await self._reads.read(self._prefix + session_id)
             except StoreUnavailable:
                 self._count(request, "store_error")
                 raise SessionStoreUnavailable() from None
-            session = self._reader.decode(reply)
         if session is None:
             self._count(request, "invalid")
             if self._optional:

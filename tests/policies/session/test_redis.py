@@ -228,7 +228,8 @@ async def test_reads_of_one_session_in_one_loop_turn_share_one_call(
         *(reads.read("session:" + session_id) for _ in range(20)), reads.read("session:" + other)
     )
     after = command_calls(redis_server)["evalsha"] + command_calls(redis_server)["eval"]
-    assert replies == [[b"7"]] * 20 + [[b"8"]]
+    assert replies == [{"user_id": "7"}] * 20 + [{"user_id": "8"}]
+    assert len({id(reply) for reply in replies}) == 21  # each request its own dict
     assert after - before == 2  # one per session, not one per request
 
     # The next turn asks again: a session deleted meanwhile is gone for the next request.
