@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test install redis-server lint readme loadtest bench soak clean
+.PHONY: demo test install redis-server lint readme loadtest bench instructions soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ loadtest: install redis-server
 
 bench: install redis-server
 	$(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+
+# Instructions per request on the hot path, counted by valgrind (steady on a noisy machine).
+instructions: install redis-server
+	@command -v valgrind >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq valgrind >/dev/null
+	$(BIN)/python -m loadtest.instructions $(INSTRUCTIONS_ARGS)
 
 # Fault soak (issue 7): load while Redis is killed twice and the upstream stalls once,
 # e.g. `make soak SOAK_ARGS="--faults short --rate 50"`. Exit 1 when a must-be-zero is not.
