@@ -398,6 +398,13 @@ class ClientConnection(asyncio.Protocol):
                 self._current = None
             if self.closed or self._tunnel is not None:
                 return
+            if self._writing_paused:
+                # A client that does not read its answers gets no more of them: pipelined
+                # requests wait, so what is buffered for it stays about one answer.
+                try:
+                    await self.drain()
+                except ConnectionError:
+                    return
             if self._refusal is not None:
                 self._refuse(self._refusal)
                 return

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import GatewayFactory
+from tests.support.polling import eventually
 from tests.support.upstream import Upstream
 
 CONFIG = """
@@ -223,3 +224,40 @@ async def test_connect_is_answered_then_the_connection_closes(
     assert data.split(b" ", 2)[1] in (b"400", b"405")
     assert data.count(b"HTTP/1.1 ") == 1
     assert not upstream.hits
+
+
+async def test_a_client_that_does_not_read_gets_no_more_answers_buffered(
+    make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(
+        CONFIG.replace(
+            "routes:\n",
+            "routes:\n  - name: big\n    match: {path: /bytes}\n    upstream: backend\n"
+            "    policies: [{cache: {ttl: 60s}}]\n",
+        )
+    )
+    size = 900_000  # under the cache's max_body: answered whole, from the store
+    path = f"/bytes/{size}?length=1"
+    for expected in ("MISS", "HIT"):
+        async with gw.request("GET", path) as response:
+            assert response.headers["X-Cache"] == expected
+            assert len(await response.read()) == size
+    reader, writer = await connect(gw.url)
+    count = 30
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * count)
+    port = writer.get_extra_info("sockname")[1]
+    (conn,) = [
+        c
+        for c in gw._server.connections
+        if c.transport is not None and c.transport.get_extra_info("peername")[1] == port
+    ]
+    await eventually(lambda: conn.writing_paused, "the gateway pausing its writes")
+    answered = [line for line in gw.access_lines() if line["route"] == "big"]
+    # The two above, then what the kernel's socket buffers took (a few MB on loopback), and
+    # one more waiting in the gateway's own buffer: never all thirty.
+    assert len(answered) <= 2 + 10
+    assert conn.transport is not None
+    assert conn.transport.get_write_buffer_size() < 2 * size
+    answers = await read_answers(reader, count)  # reading lets every answer through
+    writer.close()
+    assert [(status, len(body)) for status, _, body in answers.done] == [(200, size)] * count
