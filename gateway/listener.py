@@ -43,8 +43,18 @@ Handler = Callable[[Incoming], Awaitable[None]]
 
 # What each request header means to the listener, by lower-cased name.
 # Kinds from _HOST on are forwarded; those before it are hop-by-hop, read or not.
-_KEPT, _DROPPED, _CONNECTION, _TE, _UPGRADE, _EXPECT, _HOST, _LENGTH, _RID, _XFF, _VIA = range(11)
+_KEPT, _SINGLE, _DROPPED, _CONNECTION, _TE, _UPGRADE, _EXPECT = range(7)
+_HOST, _LENGTH, _RID, _XFF, _VIA = range(7, 12)
 _KINDS = {
+    # Fields a request may carry once (as aiohttp's parser has it): two values would leave the
+    # gateway and the upstream free to pick different ones. Host is refused twice below too.
+    b"content-type": _SINGLE,
+    b"content-location": _SINGLE,
+    b"content-range": _SINGLE,
+    b"etag": _SINGLE,
+    b"max-forwards": _SINGLE,
+    b"server": _SINGLE,
+    b"user-agent": _SINGLE,
     b"keep-alive": _DROPPED,
     b"te": _DROPPED,
     b"trailer": _DROPPED,
@@ -169,6 +179,7 @@ class ClientConnection(asyncio.Protocol):
         self._count = 0
         self._specials: dict[int, str] = {}
         self._framing = False
+        self._once: set[bytes] | None = None
         self._incoming: Incoming | None = None  # the last head parsed (its body may follow)
         # Requests being answered / waiting their turn.
         self._current: Incoming | None = None
@@ -255,6 +266,7 @@ class ClientConnection(asyncio.Protocol):
         self._count = 0
         self._specials = {}
         self._framing = False  # a header that shapes the message (length, upgrade, ...)
+        self._once: set[bytes] | None = None  # single-valued fields seen
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -269,6 +281,15 @@ class ClientConnection(asyncio.Protocol):
         if kind == _KEPT:
             self._pairs.append((text, value.decode("utf-8", "surrogateescape")))
             return
+        if kind == _SINGLE:
+            once = self._once
+            if once is None:
+                once = self._once = set()
+            elif name.lower() in once:
+                raise _Refused(400, "bad_request")
+            once.add(name.lower())
+            self._pairs.append((text, value.decode("utf-8", "surrogateescape")))
+            return
         if kind == _DROPPED:
             return
         decoded = value.decode("utf-8", "surrogateescape")
@@ -279,7 +300,9 @@ class ClientConnection(asyncio.Protocol):
             if kind in self._specials:
                 if kind in (_XFF, _VIA):  # several lines are one list
                     self._specials[kind] += ", " + decoded
-                return  # Host, X-Request-ID: the first one counts
+                elif kind == _HOST:  # RFC 9112 3.2: two Host lines are a 400
+                    raise _Refused(400, "bad_request")
+                return  # X-Request-ID: the first one counts
         elif kind in self._specials:  # Connection, Upgrade, Transfer-Encoding: all of them
             decoded = self._specials[kind] + ", " + decoded
         self._specials[kind] = decoded

@@ -67,6 +67,13 @@ async def exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         ),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Secret: a\x00SECRET\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n Folded: SECRET\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nHost: SECRET\r\n\r\n", 400, "bad_request"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nContent-Type: SECRET/x\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+            400,
+            "bad_request",
+        ),
     ],
     ids=[
         "huge-header",
@@ -77,6 +84,8 @@ async def exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         "te-not-chunked-last",
         "nul-in-header",
         "obs-fold",
+        "two-hosts",
+        "two-content-types",
     ],
 )
 async def test_malformed_heads_get_json_errors_without_echo(
