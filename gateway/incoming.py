@@ -153,7 +153,7 @@ class RequestBody:
                 return b""
             if self._error is not None:
                 raise ConnectionResetError("client went away mid-body") from self._error
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._conn.loop.create_future()
             try:
                 await self._waiter
             finally:

@@ -30,10 +30,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import httptools
-from multidict import CIMultiDict
 
 from gateway.config import ClientLimits
-from gateway.incoming import Incoming, RequestBody
+from gateway.heads import HeadReader, Refused
+from gateway.incoming import Incoming
 
 log = logging.getLogger("gateway.server")
 
@@ -41,59 +41,7 @@ Handler = Callable[[Incoming], Awaitable[None]]
 """`async (incoming) -> None`: answers the request through `incoming.conn`; sets
 `incoming.keep_alive` to whether the connection may carry another request."""
 
-# What each request header means to the listener, by lower-cased name.
-# Kinds from _HOST on are forwarded; those before it are hop-by-hop, read or not.
-_KEPT, _SINGLE, _DROPPED, _CONNECTION, _TE, _UPGRADE, _EXPECT = range(7)
-_HOST, _LENGTH, _RID, _XFF, _VIA = range(7, 12)
-_KINDS = {
-    # Fields a request may carry once (as aiohttp's parser has it): two values would leave the
-    # gateway and the upstream free to pick different ones. Host is refused twice below too.
-    b"content-type": _SINGLE,
-    b"content-location": _SINGLE,
-    b"content-range": _SINGLE,
-    b"etag": _SINGLE,
-    b"max-forwards": _SINGLE,
-    b"server": _SINGLE,
-    b"user-agent": _SINGLE,
-    b"keep-alive": _DROPPED,
-    b"te": _DROPPED,
-    b"trailer": _DROPPED,
-    b"connection": _CONNECTION,
-    b"transfer-encoding": _TE,
-    b"upgrade": _UPGRADE,
-    b"host": _HOST,
-    b"content-length": _LENGTH,
-    b"expect": _EXPECT,
-    b"x-request-id": _RID,
-    b"x-forwarded-for": _XFF,
-    b"via": _VIA,
-}
-_NAMES: dict[bytes, tuple[str, int]] = {}
-"""Header names as sent -> (decoded, kind): names repeat on every request."""
-_MAX_NAMES = 2048
-_METHODS: dict[bytes, str] = {}
-_CONNECTION_KEEPS = frozenset({"close", "keep-alive", "upgrade"})
 _TUNNEL_BUFFER = 64 * 1024
-
-
-def _name(raw: bytes) -> tuple[str, int]:
-    entry = _NAMES.get(raw)
-    if entry is None:
-        lower = raw.lower()
-        kind = _KINDS.get(lower, _DROPPED if lower.startswith(b"proxy-") else _KEPT)
-        entry = (raw.decode("latin-1"), kind)
-        if len(_NAMES) < _MAX_NAMES:
-            _NAMES[raw] = entry
-    return entry
-
-
-class _Refused(Exception):
-    """Raised from a parser callback: the head breaks a limit."""
-
-    def __init__(self, status: int, code: str) -> None:
-        super().__init__(code)
-        self.status = status
-        self.code = code
 
 
 class Listener:
@@ -158,11 +106,9 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         limits = listener.limits
-        self._max_line = limits.max_line_size
-        self._max_field = limits.max_field_size
-        self._max_headers = limits.max_headers
-        self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpRequestParser(self)
+        # Cached: before Python 3.12, get_running_loop() costs a getpid() system call.
+        self.loop = asyncio.get_running_loop()
+        self._reader = HeadReader(self, limits, self._accept)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.closed = False
@@ -170,24 +116,13 @@ class ClientConnection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._drain: asyncio.Future[None] | None = None
-        # The head being parsed.
-        self._in_head = False
-        self._head_started = 0.0
-        self._head_bytes = 0
-        self._url = b""
-        self._pairs: list[tuple[str, str]] = []
-        self._count = 0
-        self._specials: dict[int, str] = {}
-        self._framing = False
-        self._once: set[bytes] | None = None
-        self._incoming: Incoming | None = None  # the last head parsed (its body may follow)
         # Requests being answered / waiting their turn.
         self._current: Incoming | None = None
         self._queue: deque[Incoming] = deque()
         self._task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._idle_since = self._loop.time()
-        self._refusal: _Refused | None = None
+        self._idle_since = self.loop.time()
+        self._refusal: Refused | None = None
         # An upgrade request: bytes after its head, until the handler decides.
         self._tunnel_bytes: bytearray | None = None
         self._tunnel: Callable[[bytes], None] | None = None
@@ -210,24 +145,25 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.closed or self._refusal is not None:
             return
-        self._head_bytes += len(data)
-        if self._head_bytes > self.listener.head_limit and self._in_head:
-            self._refuse(_Refused(431, "request_header_fields_too_large"))
+        reader = self._reader
+        reader.head_bytes += len(data)
+        if reader.head_bytes > self.listener.head_limit and reader.in_head:
+            self._refuse(Refused(431, "request_header_fields_too_large"))
             return
         try:
-            self._parser.feed_data(data)
+            reader.feed(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._hold_for_tunnel(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as exc:
             refused = exc.__context__
-            if isinstance(refused, _Refused):
+            if isinstance(refused, Refused):
                 self._refuse(refused)
             else:
                 log.error("request parsing failed", exc_info=refused)
-                self._refuse(_Refused(500, "internal_error"))
+                self._refuse(Refused(500, "internal_error"))
         except httptools.HttpParserError as exc:
             log.info("refused a malformed request from %s: %s", self.peer, _reason(exc))
-            self._refuse(_Refused(400, "bad_request"))
+            self._refuse(Refused(400, "bad_request"))
 
     def eof_received(self) -> bool:
         return False
@@ -236,7 +172,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         self.listener.forget(self)
         gone = ConnectionResetError("client went away")
-        for incoming in (self._current, *self._queue, self._incoming):
+        for incoming in (self._current, *self._queue, self._reader.last):
             if incoming is not None and incoming.body is not None:
                 incoming.body.fail(gone)
         self._queue.clear()
@@ -256,143 +192,17 @@ class ClientConnection(asyncio.Protocol):
         if self._on_writable is not None:
             self._on_writable()
 
-    # -- httptools callbacks ----------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._in_head = True
-        self._head_started = self._loop.time()
-        self._head_bytes = 0
-        self._url = b""
-        self._pairs = []
-        self._count = 0
-        self._specials = {}
-        self._framing = False  # a header that shapes the message (length, upgrade, ...)
-        self._once: set[bytes] | None = None  # single-valued fields seen
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self._max_line:
-            raise _Refused(414, "uri_too_long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count += 1
-        if self._count > self._max_headers or len(name) + len(value) > self._max_field:
-            raise _Refused(431, "request_header_fields_too_large")
-        text, kind = _name(name)
-        if kind == _KEPT:
-            self._pairs.append((text, value.decode("utf-8", "surrogateescape")))
-            return
-        if kind == _SINGLE:
-            once = self._once
-            if once is None:
-                once = self._once = set()
-            elif name.lower() in once:
-                raise _Refused(400, "bad_request")
-            once.add(name.lower())
-            self._pairs.append((text, value.decode("utf-8", "surrogateescape")))
-            return
-        if kind == _DROPPED:
-            return
-        decoded = value.decode("utf-8", "surrogateescape")
-        if kind < _HOST or kind == _LENGTH:
-            self._framing = True
-        if kind >= _HOST:  # end-to-end headers the gateway also reads
-            self._pairs.append((text, decoded))
-            if kind in self._specials:
-                if kind in (_XFF, _VIA):  # several lines are one list
-                    self._specials[kind] += ", " + decoded
-                elif kind == _HOST:  # RFC 9112 3.2: two Host lines are a 400
-                    raise _Refused(400, "bad_request")
-                return  # X-Request-ID: the first one counts
-        elif kind in self._specials:  # Connection, Upgrade, Transfer-Encoding: all of them
-            decoded = self._specials[kind] + ", " + decoded
-        self._specials[kind] = decoded
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        parser = self._parser
-        method_bytes = parser.get_method()
-        method = _METHODS.get(method_bytes)
-        if method is None:
-            method = _METHODS.setdefault(method_bytes, method_bytes.decode("ascii"))
-        headers: CIMultiDict[str] = CIMultiDict(self._pairs)
-        specials = self._specials
-        if not self._framing and method != "CONNECT":
-            # The common case: no body, no Expect, no Connection tokens, no upgrade.
-            incoming = Incoming(
-                self,
-                method,
-                self._url.decode("utf-8", "surrogateescape"),
-                parser.get_http_version(),
-                headers,
-                parser.should_keep_alive(),
-                specials[_HOST].lower() if _HOST in specials else "",
-                specials.get(_RID),
-                specials.get(_XFF),
-                specials.get(_VIA),
-            )
-        else:
-            incoming = self._uncommon(method, headers, specials)
-        self._incoming = incoming
+    # -- running requests -------------------------------------------------------------------
+    def _accept(self, incoming: Incoming) -> None:
+        """A head has been read: queue it, and wake the connection's task."""
         self._queue.append(incoming)
         if self._task is None:
-            self._task = self._loop.create_task(self._serve())
+            self._task = self.loop.create_task(self._serve())
         elif self._waiter is not None:
             self._wake()
         else:
             self.pause_reading()  # pipelined: one request at a time
 
-    def _uncommon(
-        self, method: str, headers: CIMultiDict[str], specials: dict[int, str]
-    ) -> Incoming:
-        """A head with a body, Expect, Connection tokens or an upgrade."""
-        parser = self._parser
-        connection = specials.get(_CONNECTION)
-        if connection is not None:
-            for token in connection.split(","):
-                token = token.strip().lower()
-                if token and token not in _CONNECTION_KEEPS:
-                    headers.popall(token, None)
-        expect = specials.get(_EXPECT, "").lower() == "100-continue"
-        body = None
-        if _TE in specials:
-            body = RequestBody(self, None, expect)
-        elif _LENGTH in specials:
-            length = int(specials[_LENGTH])
-            if length:
-                body = RequestBody(self, length, expect)
-        upgrade = None
-        if parser.should_upgrade():
-            upgrade = "connect" if method == "CONNECT" else specials.get(_UPGRADE, "").lower()
-            if body is not None:
-                # Its body would be tunnel bytes to llhttp: never guess which it is.
-                raise _Refused(400, "bad_request")
-        return Incoming(
-            self,
-            method,
-            self._url.decode("utf-8", "surrogateescape"),
-            parser.get_http_version(),
-            headers,
-            parser.should_keep_alive(),
-            specials[_HOST].lower() if _HOST in specials else "",
-            specials.get(_RID),
-            specials.get(_XFF),
-            specials.get(_VIA),
-            expect,
-            upgrade,
-            body,
-        )
-
-    def on_body(self, chunk: bytes) -> None:
-        incoming = self._incoming
-        if incoming is not None and incoming.body is not None:
-            incoming.body.feed(chunk)
-
-    def on_message_complete(self) -> None:
-        incoming = self._incoming
-        if incoming is not None and incoming.body is not None:
-            incoming.body.finish()
-
-    # -- running requests -------------------------------------------------------------------
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
@@ -404,9 +214,9 @@ class ClientConnection(asyncio.Protocol):
         queue = self._queue
         while True:
             if not queue:
-                self._idle_since = self._loop.time()
+                self._idle_since = self.loop.time()
                 self.resume_reading()
-                self._waiter = self._loop.create_future()
+                self._waiter = self.loop.create_future()
                 await self._waiter
                 if self.closed or not queue:
                     return
@@ -435,7 +245,7 @@ class ClientConnection(asyncio.Protocol):
                 self.close()
                 return
 
-    def _refuse(self, refused: _Refused) -> None:
+    def _refuse(self, refused: Refused) -> None:
         if self._current is not None:
             # Answer what came before first; then refuse, and read nothing more.
             self._refusal = refused
@@ -463,8 +273,9 @@ class ClientConnection(asyncio.Protocol):
         """Close a connection whose head is overdue, or that sat idle too long (the
         listener's sweep calls this a few times per shortest timeout)."""
         limits = self.listener.limits
-        if self._in_head:
-            if now - self._head_started > limits.header_timeout:
+        reader = self._reader
+        if reader.in_head:
+            if now - reader.head_started > limits.header_timeout:
                 log.info(
                     "closed a connection whose request head took over %gs", limits.header_timeout
                 )
@@ -498,7 +309,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             raise ConnectionResetError("client went away")
         if self._writing_paused:
-            self._drain = self._loop.create_future()
+            self._drain = self.loop.create_future()
             try:
                 await self._drain
             finally:
