@@ -165,30 +165,33 @@ class HeadReader:
             method = _METHODS.setdefault(method_bytes, method_bytes.decode("ascii"))
         headers: CIMultiDict[str] = CIMultiDict(self._pairs)
         specials = self._specials
-        if not self._framing and method != "CONNECT":
-            # The common case: no body, no Expect, no Connection tokens, no upgrade.
-            incoming = Incoming(
-                self._conn,
-                method,
-                self._url.decode("utf-8", "surrogateescape"),
-                parser.get_http_version(),
-                headers,
-                parser.should_keep_alive(),
-                specials[_HOST].lower() if _HOST in specials else "",
-                specials.get(_RID),
-                specials.get(_XFF),
-                specials.get(_VIA),
-            )
-        else:
-            incoming = self._uncommon(method, headers, specials)
+        expect, upgrade, body = False, None, None
+        if self._framing or method == "CONNECT":
+            # Rare: a body, Expect, Connection tokens or an upgrade.
+            expect, upgrade, body = self._framing_of(method, headers, specials)
+        incoming = Incoming(
+            self._conn,
+            method,
+            self._url.decode("utf-8", "surrogateescape"),
+            parser.get_http_version(),
+            headers,
+            parser.should_keep_alive(),
+            specials[_HOST].lower() if _HOST in specials else "",
+            specials.get(_RID),
+            specials.get(_XFF),
+            specials.get(_VIA),
+            expect,
+            upgrade,
+            body,
+        )
         self.last = incoming
         self._accept(incoming)
 
-    def _uncommon(
+    def _framing_of(
         self, method: str, headers: CIMultiDict[str], specials: dict[int, str]
-    ) -> Incoming:
-        """A head with a body, Expect, Connection tokens or an upgrade."""
-        parser = self._parser
+    ) -> tuple[bool, str | None, RequestBody | None]:
+        """(expect 100-continue, upgrade, body) of a head, and the headers `Connection` names
+        removed."""
         connection = specials.get(_CONNECTION)
         if connection is not None:
             for token in connection.split(","):
@@ -204,26 +207,12 @@ class HeadReader:
             if length:
                 body = RequestBody(self._conn, length, expect)
         upgrade = None
-        if parser.should_upgrade():
+        if self._parser.should_upgrade():
             upgrade = "connect" if method == "CONNECT" else specials.get(_UPGRADE, "").lower()
             if body is not None:
                 # Its body would be tunnel bytes to llhttp: never guess which it is.
                 raise Refused(400, "bad_request")
-        return Incoming(
-            self._conn,
-            method,
-            self._url.decode("utf-8", "surrogateescape"),
-            parser.get_http_version(),
-            headers,
-            parser.should_keep_alive(),
-            specials[_HOST].lower() if _HOST in specials else "",
-            specials.get(_RID),
-            specials.get(_XFF),
-            specials.get(_VIA),
-            expect,
-            upgrade,
-            body,
-        )
+        return expect, upgrade, body
 
     def on_body(self, chunk: bytes) -> None:
         incoming = self.last
