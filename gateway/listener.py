@@ -28,6 +28,7 @@ import os
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 
 import httptools
 
@@ -259,7 +260,7 @@ class ClientConnection(asyncio.Protocol):
             b"X-Request-ID: %s\r\nConnection: close\r\n\r\n%s"
             % (
                 refused.status,
-                _REASONS.get(refused.status, b"Error"),
+                HTTPStatus(refused.status).phrase.encode(),
                 len(body),
                 request_id.encode(),
                 body,
@@ -376,11 +377,3 @@ class ClientConnection(asyncio.Protocol):
 def _reason(exc: Exception) -> str:
     # llhttp's reason names the kind of error ("Invalid header value char"), never the bytes.
     return str(exc).split(":", 1)[0][:80]
-
-
-_REASONS: dict[int, bytes] = {
-    400: b"Bad Request",
-    414: b"URI Too Long",
-    431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error",
-}

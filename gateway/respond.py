@@ -16,6 +16,7 @@ from time import time
 from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError
+from gateway.headers import message_head
 from gateway.http import Response
 from gateway.incoming import Incoming
 
@@ -45,11 +46,6 @@ def _status_line(version: str, status: int) -> str:
     return line
 
 
-_LINE = "%s: %s\r\n"
-_CRLF = "\r\n"
-_COLON = ": "
-
-
 def _bodiless(incoming: Incoming, status: int) -> bool:
     return incoming.method == "HEAD" or status in (204, 304) or status < 200
 
@@ -70,14 +66,7 @@ def _head(incoming: Incoming, status: int, headers: CIMultiDict[str], keep_alive
             headers["Connection"] = "keep-alive"
     elif not keep_alive:
         headers["Connection"] = "close"
-    status_line = _status_line(incoming.version, status)
-    # Joined in C (no Python frame, no format parsing per header): the hot path.
-    head = f"{status_line}{_CRLF.join(map(_COLON.join, headers.items()))}\r\n\r\n"
-    lines = len(headers) + 2
-    if head.count("\n") != lines or head.count("\r") != lines:
-        head = _without_line_breaks(status_line, headers)
-    # surrogateescape: header bytes that are not UTF-8 go out exactly as they came in.
-    return head.encode("utf-8", "surrogateescape")
+    return message_head(_status_line(incoming.version, status), headers)
 
 
 def complete(incoming: Incoming, response: Response) -> int:
@@ -85,7 +74,7 @@ def complete(incoming: Incoming, response: Response) -> int:
     status = response.status
     headers = response.headers
     body = response.body
-    if incoming.method == "HEAD" or status in (204, 304) or status < 200:
+    if _bodiless(incoming, status):
         body = b""  # a HEAD answer keeps the upstream's Content-Length: it describes the GET
     else:
         headers["Content-Length"] = str(len(body))
@@ -93,18 +82,6 @@ def complete(incoming: Incoming, response: Response) -> int:
     head = _head(incoming, status, headers, keep_alive)
     incoming.conn.write(head + body if body else head)
     return len(body)
-
-
-def _without_line_breaks(status_line: str, headers: CIMultiDict[str]) -> str:
-    # A header value with CR or LF would let whoever wrote it (an upstream, a policy's data)
-    # split the response: such headers are dropped.
-    log.warning("dropped a response header containing a line break")
-    kept = [
-        _LINE % (name, value)
-        for name, value in headers.items()
-        if not any(c in name or c in value for c in "\r\n")
-    ]
-    return status_line + "".join(kept) + "\r\n"
 
 
 async def stream(incoming: Incoming, response: Response, rid: str) -> int:

@@ -17,6 +17,7 @@ import time
 from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.headers import end_to_end, message_head
 from gateway.http import Handler, Request, Response
 from gateway.incoming import Incoming
 from gateway.listener import ClientConnection
@@ -51,8 +52,11 @@ class WebSocketProxy:
                 continue
             if not self.upstream.config.pass_host or "Host" not in request.headers:
                 request.headers["Host"] = target.host_header
+            # The hop-by-hop pair the parser took off goes back on: it is what asks.
+            request.headers["Connection"] = "Upgrade"
+            request.headers["Upgrade"] = "websocket"
             path = target.base_path + request.target
-            head = _handshake(request.method, path, request.headers)
+            head = message_head(f"{request.method} {path} HTTP/1.1\r\n", request.headers)
             started = time.perf_counter()
             pending = conn.start(head, head_only=False, read_timeout=timeouts.read)
             conn.request_done()
@@ -63,20 +67,9 @@ class WebSocketProxy:
                 raise
             request.upstream_seconds = time.perf_counter() - started
             if answer.status != 101:
-                headers = _decoded(answer)
-                return Response(answer.status, headers, stream=answer.body)
+                return Response(answer.status, end_to_end(answer.headers), stream=answer.body)
             return _switch(conn, answer)
         raise last
-
-
-def _handshake(method: str, path: str, headers: CIMultiDict[str]) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-    text = "".join(lines)
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        raise UpstreamError()  # a header with a line break (never forwarded)
-    text += "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-    return text.encode("utf-8", "surrogateescape")
 
 
 def _decoded(answer: ResponseHead) -> CIMultiDict[str]:
@@ -101,10 +94,7 @@ def _switch(conn: UpstreamConnection, answer: ResponseHead) -> Response:
             return
         if "Date" not in headers:
             headers["Date"] = http_date()
-        lines = ["HTTP/1.1 101 Switching Protocols\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-        lines.append("\r\n")
-        client.write("".join(lines).encode("utf-8", "surrogateescape"))
+        client.write(message_head("HTTP/1.1 101 Switching Protocols\r\n", headers))
         _Tunnel(client, transport, early_from_upstream)
 
     return Response(101, headers, upgrade=takeover)
