@@ -205,7 +205,12 @@ class MatchConfig(Model):
         None, description="Exact host, or `*.example.com`; default any host."
     )
     methods: list[Annotated[str, AfterValidator(_method)]] | None = Field(
-        None, min_length=1, description="Allowed methods; others get 405 with `Allow`. Default all."
+        None,
+        min_length=1,
+        description=(
+            "Allowed methods; others get 405 with `Allow` and never fall through to a later "
+            "route, unless a later route with the same `path` and `host` lists them. Default all."
+        ),
     )
 
 
@@ -270,4 +275,7 @@ class GatewayConfig(Model):
     policies: dict[Name, PolicyEntry] = Field(
         default_factory=dict, description="Named policy definitions: `name: {TYPE: {options}}`."
     )
-    routes: list[RouteConfig] = Field(min_length=1, description="First match in file order wins.")
+    routes: list[RouteConfig] = Field(
+        min_length=1,
+        description=("The first route in file order whose host and path match owns the request."),
+    )

@@ -30,6 +30,8 @@ class Route:
     _host: str | None = field(init=False)
     _wildcard: str | None = field(init=False)
     methods: frozenset[str] | None = field(init=False)
+    siblings: list[Route] = field(init=False, default_factory=list)
+    """Later routes with the same host and path: they take the methods this one lacks."""
 
     def __post_init__(self) -> None:
         match = self.config.match
@@ -59,6 +61,10 @@ class Route:
         if not strip or strip == "/":
             return path
         return path[len(strip) :] or "/"
+
+
+def _same_match(a: Route, b: Route) -> bool:
+    return a._prefix == b._prefix and a.config.match.host == b.config.match.host
 
 
 def _first_segment(path: str) -> str:
@@ -93,6 +99,8 @@ class Router:
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
+        for index, route in enumerate(routes):
+            route.siblings = [later for later in routes[index + 1 :] if _same_match(route, later)]
         # Routes that can take a path, by the path's first segment (file order kept): a
         # prefix's own first segment, and every route whose prefix is `/`.
         self._catch_all = [route for route in routes if not route._prefix]
@@ -109,22 +117,29 @@ class Router:
 
     def match(self, host: str, path: str, method: str) -> Route | NotAllowed | None:
         """The route for a normalised `path` (see `gateway.paths`); `BadPath` when the path
-        would belong to another route for an upstream that decodes encoded separators."""
+        would belong to another route for an upstream that decodes encoded separators.
+
+        The first route whose host and path match owns the request. A method it does not
+        list is 405, unless a sibling (a later route with the same host and path) lists it:
+        `methods` restricts a route, it never lets a request fall through to a wider route
+        that would skip the owner's policies."""
         if "%2F" in path or "%5C" in path or "\\" in path or ";" in path:
             self._refuse_ambiguous(host, path)
-        allowed: set[str] | None = None
+        owner = self._taker(host, path, self._by_segment.get(_first_segment(path), self._catch_all))
+        if owner is None:
+            return None
         # A reverse proxy opens no tunnels: the bytes after a CONNECT head are no body, and
         # forwarding them framed as one would let a client smuggle requests to the upstream.
-        tunnel = method == "CONNECT"
-        for route in self._by_segment.get(_first_segment(path), self._catch_all):
-            if not route.takes(host, path):
-                continue
-            methods = route.methods
-            if not tunnel and (methods is None or method in methods):
-                return route
-            allowed = allowed or set()
-            allowed |= methods or ANY_METHOD
-        return NotAllowed(allowed) if allowed else None
+        if method != "CONNECT":
+            if owner.methods is None or method in owner.methods:
+                return owner
+            for sibling in owner.siblings:
+                if sibling.methods is None or method in sibling.methods:
+                    return sibling
+        allowed = set(owner.methods or ANY_METHOD)
+        for sibling in owner.siblings:
+            allowed |= sibling.methods or ANY_METHOD
+        return NotAllowed(allowed)
 
     def _refuse_ambiguous(self, host: str, path: str) -> None:
         # WSGI's PATH_INFO (Flask, Django), aiohttp's request.path and others decode %2F into
@@ -133,8 +148,12 @@ class Router:
         # `/admin/users` upstream, past the admin route's policies. Within one route such a
         # spelling is data (`/repos/group%2Fproject`) and passes.
         other = _SLASHES.sub("/", _SEPARATOR.sub("/", _SEGMENT_PARAMS.sub("", path)))
-        if self._taker(host, other) is not self._taker(host, path):
+        if self._taker(host, other, self.routes) is not self._taker(host, path, self.routes):
             raise BadPath("an encoded slash, backslash or ';' in the path changes its route")
 
-    def _taker(self, host: str, path: str) -> Route | None:
-        return next((route for route in self.routes if route.takes(host, path)), None)
+    @staticmethod
+    def _taker(host: str, path: str, candidates: list[Route]) -> Route | None:
+        for route in candidates:
+            if route.takes(host, path):
+                return route
+        return None

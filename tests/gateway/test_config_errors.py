@@ -306,3 +306,22 @@ def test_shadowed_routes_are_warned_about() -> None:
     assert loaded.warnings == [
         "route 'items' (line 5) is shadowed by route 'all' (line 4): it can never match"
     ]
+
+
+def test_methods_are_a_restriction_and_check_says_so() -> None:
+    text = HEAD + textwrap.dedent(
+        """\
+        routes:
+          - {name: admin, match: {path: /admin, methods: [GET]}, upstream: backend}
+          - {name: admin-write, match: {path: /admin, methods: [POST]}, upstream: backend}
+          - {name: admin-users, match: {path: /admin/users, methods: [DELETE]}, upstream: backend}
+          - {name: rest, match: {path: /}, upstream: backend}
+        """
+    )
+    loaded = parse_config(text, "c.yaml", env={}, registry=REGISTRY)
+    assert loaded.warnings == [
+        # a narrower route is owned by the method-restricted one: DELETE never reaches it
+        "route 'admin-users' (line 6) is shadowed by route 'admin' (line 4): it can never match",
+        "route 'admin' (line 4) takes /admin with GET, POST only: other methods get 405, they "
+        "do not fall through to route 'rest' (line 7)",
+    ]

@@ -150,6 +150,34 @@ async def test_method_not_allowed_is_405_with_allow(make_gateway: GatewayFactory
         assert (await response.json())["error"] == "method_not_allowed"
 
 
+async def test_a_method_restricted_route_is_not_bypassed_through_a_later_route(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    # Issue 21.1: `DELETE /admin/users` used to reach the upstream through the catch-all,
+    # skipping the admin route's session check.
+    gw = await make_gateway(
+        """
+upstreams:
+  backend: {targets: [UPSTREAM_URL]}
+routes:
+  - name: admin
+    match: {path: /admin, methods: [GET]}
+    upstream: backend
+    policies: [{session: {bearer: true, require: {role: admin}}}]
+  - {name: rest, match: {path: /}, upstream: backend}
+"""
+    )
+    async with gw.request("GET", "/admin/users") as response:
+        assert response.status == 401
+    for method in ("DELETE", "POST", "PUT"):
+        async with gw.request(method, "/admin/users") as response:
+            assert response.status == 405
+            assert response.headers["Allow"] == "GET"
+    async with gw.request("DELETE", "/other") as response:
+        assert response.status == 200
+    assert [(r["method"], r["path"]) for r in upstream.requests] == [("DELETE", "/other")]
+
+
 async def test_refused_upstream_is_502_json(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway(BASIC.replace("UPSTREAM_URL", f"http://127.0.0.1:{free_port()}"))
     async with gw.request("GET", "/api/x") as response:

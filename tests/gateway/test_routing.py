@@ -66,6 +66,39 @@ def test_a_path_taken_only_with_other_methods_is_405_with_allow(router: Router) 
     assert refused.allow == "GET"
 
 
+def test_methods_restrict_the_first_matching_route_instead_of_falling_through() -> None:
+    router = Runtime(
+        load(
+            """
+upstreams:
+  backend: {targets: ["http://127.0.0.1:9"]}
+routes:
+  - {name: admin, match: {path: /admin, methods: [GET]}, upstream: backend}
+  - {name: admin-write, match: {path: /admin, methods: [POST]}, upstream: backend}
+  - {name: admin-users, match: {path: /admin/users}, upstream: backend}
+  - {name: catalog, match: {path: /api/catalog, methods: [GET, HEAD]}, upstream: backend}
+  - {name: rest, match: {path: /}, upstream: backend}
+"""
+        ),
+        MemoryStore(),
+        Metrics(),
+    ).router
+    refused = router.match("x", "/admin/users", "DELETE")
+    assert isinstance(refused, NotAllowed)
+    assert refused.allow == "GET, POST"  # the owner and its sibling, never the catch-all
+    sibling = router.match("x", "/admin/users", "POST")
+    assert not isinstance(sibling, NotAllowed)
+    assert sibling is not None
+    assert sibling.name == "admin-write"
+    refused = router.match("x", "/api/catalog/1", "POST")
+    assert isinstance(refused, NotAllowed)
+    assert refused.allow == "GET, HEAD"
+    rest = router.match("x", "/api/other", "POST")
+    assert not isinstance(rest, NotAllowed)
+    assert rest is not None
+    assert rest.name == "rest"
+
+
 def test_connect_is_never_routed(router: Router) -> None:
     assert isinstance(router.match("x", "/api/v1", "CONNECT"), NotAllowed)
 

@@ -185,11 +185,12 @@ async def test_script_flush_on_the_server_is_survived(
 
 
 # Fills the admission log with one member per microsecond, named as the script names them,
-# from 60 ms ahead, then spins until that moment: the command after it in the same
-# transaction then runs in a microsecond that already has an admission.
+# from 500 ms ahead (seeding can take over 60 ms on a loaded machine), then spins until that
+# moment: the command after it in the same transaction then runs in a microsecond that
+# already has an admission.
 SEED_AHEAD = """
 local t = redis.call('TIME')
-local start = tonumber(t[1]) * 1000000 + tonumber(t[2]) + 60000
+local start = tonumber(t[1]) * 1000000 + tonumber(t[2]) + 500000
 for i = 0, 15000 do
   local at = start + i
   redis.call('ZADD', KEYS[1], at, string.format('%d', at))
