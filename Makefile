@@ -29,13 +29,14 @@ redis-server:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: install redis-server lint
 	$(BIN)/pytest
 
 # The README's config reference is generated from the config models (a test checks it).
 readme: install
-	$(BIN)/python -c "from gateway.schema import update_readme; update_readme('README.md')"
+	$(BIN)/python -c "from gateway.config.schema import update_readme; update_readme('README.md')"
 
 demo: install
 	$(BIN)/python -m demo.run

@@ -18,14 +18,14 @@ from gateway.errors import (
     PayloadTooLarge,
     UpstreamError,
 )
-from gateway.headers import RequestIds
-from gateway.http import Request, Response
-from gateway.incoming import Incoming
-from gateway.logs import AccessLog
-from gateway.paths import BadPath, normalise, split_target
-from gateway.respond import complete, stream
-from gateway.routing import NotAllowed
+from gateway.http.headers import RequestIds
+from gateway.http.incoming import Incoming
+from gateway.http.messages import Request, Response
+from gateway.http.paths import BadPath, normalise, split_target
+from gateway.http.respond import complete, stream
+from gateway.routing import NotAllowed, Route
 from gateway.runtime import Runtime
+from gateway.telemetry.logs import AccessLog
 
 log = logging.getLogger("gateway.app")
 
@@ -51,6 +51,7 @@ class Gateway:
         runtime = self.runtime  # this request finishes on the config it started with
         rid = self.request_id(incoming.request_id)
         request: Request | None = None
+        route: Route | None = None
         route_name = None
         path = incoming.target
         try:
@@ -91,8 +92,8 @@ class Gateway:
         except BadPath as exc:
             response = _error(BadRequest(extra={"reason": str(exc)}), rid)
         except HTTPError as exc:
-            if isinstance(exc, UpstreamError) and request is not None:
-                self.metrics.upstream_errors.labels(request.route.config.upstream, exc.code).inc()
+            if isinstance(exc, UpstreamError) and route is not None:
+                self.metrics.upstream_errors.labels(route.config.upstream, exc.code).inc()
             response = _error(exc, rid)
         except Exception:
             log.exception("request %s failed", rid)
@@ -114,10 +115,10 @@ class Gateway:
         elapsed = time.perf_counter() - started
         self.metrics.request(route_name or "", response.status, elapsed)
         upstream_seconds = None
-        if request is not None:
+        if request is not None and route is not None:
             upstream_seconds = request.upstream_seconds
             if upstream_seconds is not None:
-                self.metrics.upstream(request.route.config.upstream, upstream_seconds)
+                self.metrics.upstream(route.config.upstream, upstream_seconds)
         if self.access_log is not None:
             self.access_log.request(
                 rid,

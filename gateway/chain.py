@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
-from gateway.http import Handler
+from gateway.http.messages import Handler
 from gateway.policy import Policy
 
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
+from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError
-from gateway.loader import LoadedConfig, load_config
 from gateway.registry import Registry
 
 COMMANDS_GROUP = "gateway.commands"
@@ -35,9 +35,9 @@ def _load(path: str, registry: Registry) -> LoadedConfig | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.logs import setup_logging
-    from gateway.supervisor import Supervisor
-    from gateway.worker import _run
+    from gateway.process.supervisor import Supervisor
+    from gateway.process.worker import _run
+    from gateway.telemetry.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     registry = Registry.discover()
@@ -98,9 +98,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 async def _route_table(loaded: LoadedConfig) -> list[dict[str, Any]] | None:
     # Building the runtime (on a throwaway memory store) also catches policies whose
     # constructors refuse their options.
-    from gateway.metrics import Metrics
     from gateway.runtime import Runtime
     from gateway.store.memory import MemoryStore
+    from gateway.telemetry.metrics import Metrics
 
     try:
         runtime = Runtime(loaded, MemoryStore(), Metrics())
@@ -113,7 +113,7 @@ async def _route_table(loaded: LoadedConfig) -> list[dict[str, Any]] | None:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from gateway.schema import config_schema, reference_markdown
+    from gateway.config.schema import config_schema, reference_markdown
 
     registry = Registry.discover()
     if args.markdown:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from gateway.http import Request
+from gateway.http.messages import Request
 
 ANONYMOUS = "\x00anonymous"
 """Stands for a key part the request lacks: all such requests share one explicit bucket."""

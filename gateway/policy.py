@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway.http import Handler, Request, Response
+from gateway.http.messages import Handler, Request, Response
 
 if TYPE_CHECKING:
-    from gateway.metrics import Metrics
     from gateway.store import Store
+    from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger("gateway.policy")
 

@@ -13,13 +13,13 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.headers import end_to_end, message_head
-from gateway.http import Request, Response
+from gateway.http.headers import end_to_end, message_head
+from gateway.http.messages import Request, Response
 from gateway.upstream.connection import ConnectionLost, ResponseHead, UpstreamConnection
 from gateway.upstream.pool import Target, Upstream
 
 if TYPE_CHECKING:
-    from gateway.incoming import RequestBody
+    from gateway.http.incoming import RequestBody
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _CHUNK_END = b"0\r\n\r\n"

@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gateway.config import RouteConfig
-from gateway.paths import BadPath
+from gateway.config.models import RouteConfig
+from gateway.http.paths import BadPath
 
 if TYPE_CHECKING:
-    from gateway.http import Handler
+    from gateway.http.messages import Handler
     from gateway.policy import Policy
     from gateway.upstream.pool import Upstream
 
@@ -116,7 +116,7 @@ class Router:
             )
 
     def match(self, host: str, path: str, method: str) -> Route | NotAllowed | None:
-        """The route for a normalised `path` (see `gateway.paths`); `BadPath` when the path
+        """The route for a normalised `path` (see `gateway.http.paths`); `BadPath` when the path
         would belong to another route for an upstream that decodes encoded separators.
 
         The first route whose host and path match owns the request. A method it does not

@@ -10,17 +10,17 @@ import logging
 from typing import Any
 
 from gateway.chain import compose
+from gateway.config.loader import LoadedConfig, PolicySpec
 from gateway.errors import ConfigError
-from gateway.headers import Forwarding
-from gateway.http import Handler
-from gateway.loader import LoadedConfig, PolicySpec
-from gateway.metrics import Metrics
+from gateway.http.headers import Forwarding
+from gateway.http.messages import Handler
+from gateway.http.websocket import WebSocketProxy
 from gateway.policy import Background, Policy, PolicyContext
 from gateway.proxy import Proxy
 from gateway.routing import Route, Router
 from gateway.store import Store
+from gateway.telemetry.metrics import Metrics
 from gateway.upstream.pool import Upstream
-from gateway.websocket import WebSocketProxy
 
 log = logging.getLogger("gateway.runtime")
 

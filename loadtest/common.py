@@ -55,10 +55,10 @@ def _uses(route: Mapping[str, Any], named: str) -> bool:
 async def _validate(text: str, file: str) -> None:
     # What `gateway check` does: load, then build every chain (policy constructors may refuse
     # their options) on a throwaway memory store.
-    from gateway.loader import parse_config
-    from gateway.metrics import Metrics
+    from gateway.config.loader import parse_config
     from gateway.runtime import Runtime
     from gateway.store.memory import MemoryStore
+    from gateway.telemetry.metrics import Metrics
 
     loaded = parse_config(text, file, env={})
     runtime = Runtime(loaded, MemoryStore(), Metrics())
@@ -69,8 +69,8 @@ def render_config(source: Path, env: Mapping[str, str]) -> Rendered:
     """Substitute `env` into the config at `source` (as the gateway would) and drop every route
     the installed gateway refuses, e.g. because its policy type is not written yet. A problem
     that no route explains (a broken listener, say) is raised as the gateway's ConfigError."""
+    from gateway.config.source import substitute_env
     from gateway.errors import ConfigError
-    from gateway.source import substitute_env
 
     substituted, problems = substitute_env(source.read_text(encoding="utf-8"), env, str(source))
     if problems:

@@ -66,14 +66,14 @@ class _Transport:
 async def drive(case: str, count: int) -> None:
     """Serve `count` requests of `case` in process (the part that runs under callgrind)."""
     from gateway.app import Gateway
-    from gateway.incoming import Incoming
-    from gateway.listener import Listener
-    from gateway.loader import parse_config
-    from gateway.logs import AccessLog, setup_logging
-    from gateway.metrics import Metrics
+    from gateway.config.loader import parse_config
+    from gateway.http.incoming import Incoming
+    from gateway.http.listener import Listener
     from gateway.registry import Registry
     from gateway.runtime import Runtime
     from gateway.store.factory import open_store
+    from gateway.telemetry.logs import AccessLog, setup_logging
+    from gateway.telemetry.metrics import Metrics
 
     setup_logging("warning")
     registry = Registry.discover()

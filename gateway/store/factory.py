@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.config import RedisConfig
+from gateway.config.models import RedisConfig
 from gateway.store.base import Store
 from gateway.store.breaker import CircuitBreaker
 from gateway.store.redis import CallObserver

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from gateway.config import UpstreamConfig
+from gateway.config.models import UpstreamConfig
 from gateway.upstream.connection import UpstreamConnection
 
 

@@ -6,8 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from gateway.policy import Options
-from gateway.units import Duration, Size
+from gateway.api import Duration, Options, Size
 from policies.cache.freshness import Rules
 
 SessionField = Annotated[str, Field(min_length=1, max_length=256)]

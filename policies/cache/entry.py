@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
 
-from gateway.http import Response
+from gateway.api import Response
 from policies.cache.freshness import Freshness, age_header
 from policies.cache.syntax import parse_http_date
 

@@ -15,8 +15,7 @@ import os
 from collections.abc import Callable
 from weakref import WeakKeyDictionary
 
-from gateway.errors import StoreUnavailable
-from gateway.store import Store, Subscription
+from gateway.api import Store, StoreUnavailable, Subscription
 from policies.cache.store import CHANNEL
 
 log = logging.getLogger("policies.cache")

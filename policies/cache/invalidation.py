@@ -8,17 +8,21 @@ path or a prefix costs a range read, never a SCAN of the keyspace.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
-from gateway.errors import StoreUnavailable
-from gateway.http import Request, Response
-from gateway.paths import BadPath, normalise
-from gateway.policy import AdminCall
-from policies.cache.store import Index, Uri, normalise_query, uri_from_member, uri_key
-
-if TYPE_CHECKING:
-    from policies.cache.policy import Cache
+from gateway.api import (
+    AdminCall,
+    BadPath,
+    PolicyContext,
+    Request,
+    Response,
+    StoreUnavailable,
+    normalise,
+)
+from policies.cache.config import CacheOptions
+from policies.cache.store import CacheStore, Index, Uri, normalise_query, uri_from_member, uri_key
+from policies.cache.writer import Writer
 
 log = logging.getLogger("policies.cache")
 
@@ -26,6 +30,23 @@ PURGE_TOMB_MS = 120_000
 """How long a purge keeps fills that were already in flight from storing their answer."""
 _PAGE = 256
 _PURGE_FIELDS = frozenset({"route", "path", "prefix", "host"})
+
+
+class Cache(Protocol):
+    """What invalidation needs of a cache policy (`policies.cache.policy.Cache`): the policy
+    calls down into this module, never the other way."""
+
+    @property
+    def context(self) -> PolicyContext: ...
+
+    @property
+    def options(self) -> CacheOptions: ...
+
+    @property
+    def cache(self) -> CacheStore: ...
+
+    @property
+    def writer(self) -> Writer: ...
 
 
 def same_host_target(request: Request, reference: str) -> tuple[str, str] | None:

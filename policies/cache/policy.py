@@ -21,9 +21,16 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from gateway.errors import HTTPError, StoreUnavailable
-from gateway.http import Handler, Request, Response
-from gateway.policy import AdminEndpoint, Policy, PolicyContext
+from gateway.api import (
+    AdminEndpoint,
+    Handler,
+    HTTPError,
+    Policy,
+    PolicyContext,
+    Request,
+    Response,
+    StoreUnavailable,
+)
 from policies.cache.config import CacheOptions
 from policies.cache.entry import CorruptEntry, Entry
 from policies.cache.events import events_for

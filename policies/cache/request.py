@@ -7,8 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from gateway.http import Handler, Request
-from gateway.keys import ANONYMOUS, digest
+from gateway.api import ANONYMOUS, Handler, Request, digest
 from policies.cache.entry import Entry
 from policies.cache.freshness import RequestDirectives
 from policies.cache.near import NearKey

@@ -7,7 +7,7 @@ import re
 
 from multidict import CIMultiDict
 
-from gateway.http import Request, Response
+from gateway.api import Request, Response
 from policies.cache.entry import Entry
 from policies.cache.freshness import age_header, not_modified
 from policies.cache.syntax import opaque_tag

@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.keys import digest
-from gateway.store import Script, Store
+from gateway.api import Script, Store, digest
 from policies.cache import twins
 
 PREFIX = "gw:cache:v1:"

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.store import Keyspace, Value
+from gateway.api import Keyspace, Value
 
 _META = re.compile(rb"^(\d+) (\d+)$")
 

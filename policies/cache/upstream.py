@@ -11,9 +11,7 @@ import logging
 import time
 from abc import abstractmethod
 
-from gateway.errors import HTTPError, StoreUnavailable, UpstreamError
-from gateway.http import Request, Response
-from gateway.policy import PolicyContext
+from gateway.api import HTTPError, PolicyContext, Request, Response, StoreUnavailable, UpstreamError
 from policies.cache.entry import Entry
 from policies.cache.events import Events
 from policies.cache.freshness import current_age, on_error

@@ -13,8 +13,7 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict
 
-from gateway.errors import StoreUnavailable
-from gateway.http import Response
+from gateway.api import Response, StoreUnavailable
 from policies.cache.config import CacheOptions
 from policies.cache.entry import Entry
 from policies.cache.events import Events

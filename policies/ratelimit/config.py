@@ -12,9 +12,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gateway.keys import Key
-from gateway.policy import Options
-from gateway.units import Duration, Rate
+from gateway.api import Duration, Key, Options, Rate
 
 Algorithm = Literal["sliding_window", "token_bucket"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.keys import digest
+from gateway.api import digest
 
 PREFIX = "rl:v1:"
 

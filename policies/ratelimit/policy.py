@@ -16,9 +16,15 @@ import logging
 import time
 from typing import Any
 
-from gateway.errors import HTTPError, StoreUnavailable
-from gateway.http import Handler, Request, Response
-from gateway.policy import Policy, PolicyContext
+from gateway.api import (
+    Handler,
+    HTTPError,
+    Policy,
+    PolicyContext,
+    Request,
+    Response,
+    StoreUnavailable,
+)
 from policies.ratelimit.config import RateLimitOptions
 from policies.ratelimit.keys import bucket_keys
 from policies.ratelimit.plan import make_plan

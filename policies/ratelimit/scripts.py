@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from gateway.store import Keyspace, Script, Value
+from gateway.api import Keyspace, Script, Value
 from policies.ratelimit import algorithms as alg
 
 SLIDING = 1

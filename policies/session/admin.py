@@ -10,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import StoreUnavailable
-from gateway.policy import AdminCall
-from gateway.store import Store
-from gateway.units import parse_duration
+from gateway.api import AdminCall, Store, StoreUnavailable, parse_duration
 from policies.session.ids import new_id, valid_id
 
 if TYPE_CHECKING:
-    from gateway.policy import Policy
+    from gateway.api import Policy
 
 DEFAULT_PREFIX = "session:"
 

@@ -16,12 +16,16 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from gateway.config import split_listen
-from gateway.errors import ConfigError, StoreUnavailable
-from gateway.loader import LoadedConfig, load_config
-from gateway.registry import Registry
-from gateway.store.factory import open_store
-from gateway.units import parse_duration
+from gateway.api import (
+    ConfigError,
+    LoadedConfig,
+    Registry,
+    StoreUnavailable,
+    load_config,
+    open_store,
+    parse_duration,
+    split_listen,
+)
 from policies.session.admin import (
     DEFAULT_PREFIX,
     create_session,

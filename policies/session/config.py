@@ -8,9 +8,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.headers import HOP_BY_HOP
-from gateway.policy import Options
-from gateway.units import Duration
+from gateway.api import HOP_BY_HOP, Duration, Options
 
 # RFC 9110 token: cookie and header names.
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

@@ -14,8 +14,7 @@ from collections.abc import Awaitable, Sequence
 from functools import cache
 from typing import Any
 
-from gateway.errors import StoreUnavailable
-from gateway.store import Keyspace, Script, Store, Value
+from gateway.api import Keyspace, Script, Store, StoreUnavailable, Value
 
 
 def _read_local(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> Any:

@@ -14,9 +14,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from gateway.errors import HTTPError, StoreUnavailable
-from gateway.http import Handler, Request, Response
-from gateway.policy import AdminEndpoint, Policy, PolicyContext
+from gateway.api import (
+    AdminEndpoint,
+    Handler,
+    HTTPError,
+    Policy,
+    PolicyContext,
+    Request,
+    Response,
+    StoreUnavailable,
+)
 from policies.session import admin
 from policies.session.config import SessionOptions
 from policies.session.ids import challenge, take_bearer, take_cookie, valid_id

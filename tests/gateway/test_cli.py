@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.schema import config_schema, reference_markdown
 from gateway.registry import Registry
-from gateway.schema import config_schema, reference_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,12 +7,12 @@ import textwrap
 import pytest
 from pydantic import Field
 
+from gateway.config.loader import parse_config
+from gateway.config.units import Duration, Rate
 from gateway.errors import ConfigError
-from gateway.http import Handler, Request, Response
-from gateway.loader import parse_config
+from gateway.http.messages import Handler, Request, Response
 from gateway.policy import Options, Policy
 from gateway.registry import Registry
-from gateway.units import Duration, Rate
 
 
 class DemoOptions(Options):

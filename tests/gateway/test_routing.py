@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.metrics import Metrics
-from gateway.paths import BadPath
+from gateway.http.paths import BadPath
 from gateway.routing import NotAllowed, Router
 from gateway.runtime import Runtime
 from gateway.store.memory import MemoryStore
+from gateway.telemetry.metrics import Metrics
 from tests.support.harness import load
 
 CONFIG = """

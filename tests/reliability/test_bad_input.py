@@ -29,8 +29,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from gateway.config.loader import parse_config
 from gateway.errors import ConfigError
-from gateway.loader import parse_config
 from loadtest.procs import Children, free_port, start_gateway
 from tests.reliability.heads import MARKER, check_answer, exchange, normal_request_works, requests
 from tests.reliability.upstream_thread import ThreadedUpstream

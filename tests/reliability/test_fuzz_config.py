@@ -17,12 +17,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from gateway.config.loader import LoadedConfig, parse_config
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.loader import LoadedConfig, parse_config
-from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.runtime import Runtime
 from gateway.store.memory import MemoryStore
+from gateway.telemetry.metrics import Metrics
 
 REGISTRY = Registry.discover()
 FILE = "fuzz.yaml"

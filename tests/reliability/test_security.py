@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.headers import Forwarding
-from gateway.http import Handler, Request, Response
-from gateway.loader import parse_config
+from gateway.config.loader import parse_config
+from gateway.http.headers import Forwarding
+from gateway.http.messages import Handler, Request, Response
 from gateway.policy import Policy
 from gateway.registry import Registry
 from gateway.store.memory import MemoryStore
@@ -60,7 +60,7 @@ async def test_every_admin_endpoint_but_health_needs_the_token(
         compared.append((given, expected))
         return real(given, expected)
 
-    monkeypatch.setattr("gateway.admin.hmac.compare_digest", spy)
+    monkeypatch.setattr("gateway.admin.endpoints.hmac.compare_digest", spy)
     gw = await make_gateway(ADMIN_CONFIG)
     async with gw.admin("GET", "/-/health") as response:
         assert response.status == 200  # liveness: open, so orchestrators need no secret

@@ -14,17 +14,17 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from gateway.admin import admin_app
+from gateway.admin.endpoints import admin_app
 from gateway.app import Gateway
-from gateway.control import LocalControl
-from gateway.loader import LoadedConfig, parse_config
-from gateway.logs import AccessLog
-from gateway.metrics import Metrics
+from gateway.config.loader import LoadedConfig, parse_config
+from gateway.process.control import LocalControl
+from gateway.process.server import listening_socket, public_server, serve, start_app
 from gateway.registry import Registry
 from gateway.runtime import Runtime
-from gateway.server import listening_socket, public_server, serve, start_app
 from gateway.store import Store
 from gateway.store.memory import MemoryStore
+from gateway.telemetry.logs import AccessLog
+from gateway.telemetry.metrics import Metrics
 
 
 class InProcessGateway:

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from gateway.errors import StoreUnavailable
-from gateway.metrics import Metrics
 from gateway.store.breaker import BreakerState, CircuitBreaker
 from gateway.store.redis import RedisStore
+from gateway.telemetry.metrics import Metrics
 from tests.support.ports import free_port
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 from multidict import CIMultiDict
 
-from gateway.http import Request, Response
+from gateway.http.messages import Request, Response
 from gateway.store.redis import RedisStore
 from policies.ratelimit.policy import RateLimited
 from tests.conftest import GatewayFactory

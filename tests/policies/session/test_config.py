@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.config.loader import parse_config
 from gateway.errors import ConfigError
-from gateway.loader import parse_config
 from policies.session.config import SessionOptions
 
 CONFIG = """

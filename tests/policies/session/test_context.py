@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.http import Handler, Request, Response
-from gateway.loader import parse_config
+from gateway.config.loader import parse_config
+from gateway.http.messages import Handler, Request, Response
 from gateway.policy import Policy
 from gateway.registry import Registry
 from gateway.store import Store

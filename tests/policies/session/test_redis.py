@@ -12,7 +12,7 @@ import pytest
 from multidict import CIMultiDict
 
 from gateway.errors import HTTPError, StoreUnavailable
-from gateway.http import Request
+from gateway.http.messages import Request
 from gateway.store.redis import RedisStore
 from policies.session.lookup import Reader, Reads
 from tests.conftest import GatewayFactory

@@ -15,9 +15,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from gateway.config import GatewayConfig
+from gateway.config.models import GatewayConfig
+from gateway.config.units import Duration, Rate, Size, parse_duration, parse_rate, parse_size
 from gateway.registry import Registry
-from gateway.units import Duration, Rate, Size, parse_duration, parse_rate, parse_size
 
 
 def config_schema(registry: Registry) -> dict[str, Any]:

@@ -9,11 +9,18 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.config import GatewayConfig, RouteConfig
+from gateway.config.models import GatewayConfig, RouteConfig
+from gateway.config.source import (
+    Loc,
+    Positions,
+    YamlProblems,
+    format_loc,
+    parse_yaml,
+    substitute_env,
+)
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.policy import Policy
 from gateway.registry import Registry
-from gateway.source import Loc, Positions, YamlProblems, format_loc, parse_yaml, substitute_env
 
 
 @dataclass(frozen=True)

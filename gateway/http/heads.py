@@ -10,16 +10,12 @@ not end in chunked), obs-fold, NUL and other bytes a header may not hold.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import httptools
 from multidict import CIMultiDict
 
-from gateway.config import ClientLimits
-from gateway.incoming import Incoming, RequestBody
-
-if TYPE_CHECKING:
-    from gateway.listener import ClientConnection
+from gateway.config.models import ClientLimits
+from gateway.http.incoming import ClientSide, Incoming, RequestBody
 
 # What each request header means to the listener, by lower-cased name.
 # Kinds from _HOST on are forwarded; those before it are hop-by-hop, read or not.
@@ -81,7 +77,7 @@ class HeadReader:
     handed to `accept`; its body chunks follow into the `Incoming`'s `RequestBody`."""
 
     def __init__(
-        self, conn: ClientConnection, limits: ClientLimits, accept: Callable[[Incoming], None]
+        self, conn: ClientSide, limits: ClientLimits, accept: Callable[[Incoming], None]
     ) -> None:
         self._conn = conn
         self._accept = accept

@@ -8,14 +8,40 @@ writes the result to the client once, streaming when the body is a stream.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-if TYPE_CHECKING:
-    from gateway.incoming import Incoming, RequestBody
-    from gateway.routing import Route
+from gateway.config.models import UpstreamConfig
+from gateway.http.incoming import Incoming, RequestBody
+
+
+class UpstreamInfo(Protocol):
+    """What a policy may read of a route's upstream."""
+
+    @property
+    def config(self) -> UpstreamConfig: ...
+
+
+class RouteInfo(Protocol):
+    """What a policy may read of the route that took a request (`gateway.routing.Route`).
+
+    A protocol, so that the messages sit below the routing that builds chains of policies
+    which take these messages."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def policies(self) -> Sequence[object]:
+        """The route's policies, outermost first."""
+
+    @property
+    def max_request_body(self) -> int: ...
+
+    @property
+    def upstream(self) -> UpstreamInfo: ...
 
 
 class Body(Protocol):
@@ -71,7 +97,7 @@ class Request:
         host: str,
         scheme: str,
         request_id: str,
-        route: Route,
+        route: RouteInfo,
         body: RequestBody | bytes | None,
         incoming: Incoming | None = None,
     ) -> None:

@@ -1,6 +1,6 @@
 """A worker process: serves the public port (SO_REUSEPORT) and a private control socket.
 
-Started by the supervisor as `python -m gateway.worker`; SIGTERM (or SIGINT) drains it.
+Started by the supervisor as `python -m gateway.process.worker`; SIGTERM (or SIGINT) drains it.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import os
 import signal
 import sys
 
-from gateway.admin import admin_app
+from gateway.admin.endpoints import admin_app
 from gateway.app import Gateway
-from gateway.control import LocalControl
+from gateway.config.loader import LoadedConfig, parse_config
 from gateway.errors import ConfigError
-from gateway.loader import LoadedConfig, parse_config
-from gateway.logs import AccessLog, setup_logging
-from gateway.metrics import Metrics
+from gateway.process.control import LocalControl
+from gateway.process.server import drain, listening_socket, public_server, serve, start_app
 from gateway.registry import Registry
 from gateway.runtime import Runtime
-from gateway.server import drain, listening_socket, public_server, serve, start_app
 from gateway.store.factory import open_store
+from gateway.telemetry.logs import AccessLog, setup_logging
+from gateway.telemetry.metrics import Metrics
 
 log = logging.getLogger("gateway.worker")
 

@@ -9,16 +9,52 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from multidict import CIMultiDict
-
-if TYPE_CHECKING:
-    from gateway.listener import ClientConnection
 
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ClientSide(Protocol):
+    """What a request and its answer need of the client connection they came on
+    (`gateway.http.listener.ClientConnection`)."""
+
+    loop: asyncio.AbstractEventLoop
+    peer: str
+
+    @property
+    def closing(self) -> bool:
+        """Whether the connection will close after the answer in progress."""
+
+    @property
+    def gone(self) -> bool:
+        """The client closed, or the connection is closing: writes go nowhere."""
+
+    @property
+    def writing_paused(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None:
+        """Wait while the client reads slower than the gateway writes."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def take_over(
+        self,
+        on_data: Callable[[bytes], None],
+        on_lost: Callable[[], None],
+        on_writable: Callable[[], None],
+    ) -> bytes:
+        """Hand the connection to a tunnel; returns what the client sent after the head."""
+
+    def close(self) -> None: ...
 
 
 class Incoming:
@@ -43,7 +79,7 @@ class Incoming:
 
     def __init__(
         self,
-        conn: ClientConnection,
+        conn: ClientSide,
         method: str,
         target: str,
         version: str,
@@ -100,7 +136,7 @@ class RequestBody:
         "length",
     )
 
-    def __init__(self, conn: ClientConnection, length: int | None, expect_continue: bool) -> None:
+    def __init__(self, conn: ClientSide, length: int | None, expect_continue: bool) -> None:
         self.length = length
         """Content-Length, or None for a chunked body."""
         self.complete = False

@@ -1,7 +1,7 @@
 """The supervisor: starts N workers on one port, replaces crashed ones, coordinates reloads,
 serves the admin listener, and drains everything on SIGTERM.
 
-Workers are separate interpreters (`python -m gateway.worker`), so a worker that dies takes
+Workers are separate interpreters (`python -m gateway.process.worker`), so a worker that dies takes
 nothing else with it. Each has a private control socket (a unix socket in a 0700 directory)
 through which the supervisor asks for readiness, policy admin calls and two-phase reloads.
 """
@@ -23,11 +23,11 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from gateway.admin import admin_app
+from gateway.admin.endpoints import admin_app
+from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.loader import LoadedConfig, load_config
+from gateway.process.server import listening_socket, start_app
 from gateway.registry import Registry
-from gateway.server import listening_socket, start_app
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -157,7 +157,7 @@ class Supervisor:
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "gateway.worker",
+            "gateway.process.worker",
             "--config-text",
             self.text_path,
             "--file",

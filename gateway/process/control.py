@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.app import Gateway
+from gateway.config.loader import LoadedConfig, load_config, parse_config
 from gateway.errors import ConfigError, ConfigProblem, StoreUnavailable
-from gateway.loader import LoadedConfig, load_config, parse_config
 from gateway.policy import AdminCall
 from gateway.registry import Registry
 from gateway.runtime import Runtime

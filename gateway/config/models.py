@@ -1,6 +1,6 @@
 """The config file's shape: typed, validated models; every field documents its default.
 
-Policy entries stay raw mappings here; `gateway.loader` validates each with its policy's own
+Policy entries stay raw mappings here; `gateway.config.loader` validates each with its policy's own
 `Options` model, found through the registry, so third-party policies fit the same way.
 """
 
@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from gateway.units import Duration, Size
+from gateway.config.units import Duration, Size
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -214,7 +214,7 @@ class MatchConfig(Model):
     )
 
 
-# Checked by gateway.loader against the registry; `Any` here so each problem is reported once.
+# Checked by the loader against the registry; `Any` here so each problem is reported once.
 PolicyEntry = Any
 
 

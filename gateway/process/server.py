@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.app import Gateway
-from gateway.config import GatewayConfig, split_listen
-from gateway.listener import Listener
+from gateway.config.models import GatewayConfig, split_listen
+from gateway.http.listener import Listener
 
 log = logging.getLogger("gateway.server")
 
@@ -35,7 +35,7 @@ def listening_socket(listen: str, *, reuse_port: bool) -> socket.socket:
 
 
 def public_server(gateway: Gateway, model: GatewayConfig) -> Listener:
-    """The public listener: the gateway's own HTTP/1.1 server (see `gateway.listener`)."""
+    """The public listener: the gateway's own HTTP/1.1 server (see `gateway.http.listener`)."""
     return Listener(gateway.handle, model.client)
 
 

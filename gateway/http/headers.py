@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict
 
 if TYPE_CHECKING:
-    from gateway.incoming import Incoming
+    from gateway.http.incoming import Incoming
 
 # RFC 9110 7.6.1, plus the legacy Proxy-Connection; Proxy-* by prefix below.
 HOP_BY_HOP = frozenset(

@@ -4,7 +4,7 @@ A lean server on purpose. aiohttp's server (request object, payload stream, hand
 response object per request) cost more CPU per request than everything the gateway does for a
 cached answer. Here a request head is digested while it is parsed (`Incoming`), one task per
 connection runs the gateway's handler for each request in turn (no task per request), and
-whole responses leave in one write (`gateway.respond`).
+whole responses leave in one write (`gateway.http.respond`).
 
 What the listener guarantees, whatever the handler does:
 - malformed or oversized heads get a JSON 400/414/431 that never echoes the client's bytes,
@@ -32,9 +32,9 @@ from http import HTTPStatus
 
 import httptools
 
-from gateway.config import ClientLimits
-from gateway.heads import HeadReader, Refused
-from gateway.incoming import Incoming
+from gateway.config.models import ClientLimits
+from gateway.http.heads import HeadReader, Refused
+from gateway.http.incoming import Incoming
 
 log = logging.getLogger("gateway.server")
 

@@ -16,9 +16,9 @@ from time import time
 from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError
-from gateway.headers import message_head
-from gateway.http import Response
-from gateway.incoming import Incoming
+from gateway.http.headers import message_head
+from gateway.http.incoming import Incoming
+from gateway.http.messages import Response
 
 log = logging.getLogger("gateway.respond")
 

@@ -17,11 +17,10 @@ import time
 from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError, UpstreamTimeout
-from gateway.headers import end_to_end, message_head
-from gateway.http import Handler, Request, Response
-from gateway.incoming import Incoming
-from gateway.listener import ClientConnection
-from gateway.respond import http_date
+from gateway.http.headers import end_to_end, message_head
+from gateway.http.incoming import ClientSide, Incoming
+from gateway.http.messages import Handler, Request, Response
+from gateway.http.respond import http_date
 from gateway.upstream.connection import ResponseHead, UpstreamConnection
 from gateway.upstream.pool import Upstream
 
@@ -101,9 +100,9 @@ def _switch(conn: UpstreamConnection, answer: ResponseHead) -> Response:
 
 
 class _Tunnel(asyncio.Protocol):
-    """The upstream side of a spliced connection; the client side is the `ClientConnection`."""
+    """The upstream side of a spliced connection; the client side is the listener's connection."""
 
-    def __init__(self, client: ClientConnection, upstream: asyncio.Transport, early: bytes) -> None:
+    def __init__(self, client: ClientSide, upstream: asyncio.Transport, early: bytes) -> None:
         self.client = client
         self.upstream = upstream
         upstream.set_protocol(self)

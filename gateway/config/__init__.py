@@ -1,0 +1,1 @@
+"""The config file: its typed shape, reading it with line numbers, validating it, its schema."""
