@@ -4,7 +4,9 @@ A head is digested while it is parsed: hop-by-hop headers never reach the end-to
 the few the gateway reads itself are kept aside, and the limits of `client` (line, field and
 header count) are enforced as the pieces arrive. What llhttp refuses on its own: ambiguous
 framing (Content-Length with Transfer-Encoding, two lengths, a Transfer-Encoding that does
-not end in chunked), obs-fold, NUL and other bytes a header may not hold.
+not end in chunked), obs-fold, NUL and other bytes a header may not hold. Refused here: a
+transfer coding other than chunked alone (501: the body is re-chunked for the upstream, and a
+coding left out would change what its bytes mean).
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ def _name(raw: bytes) -> tuple[str, int]:
         if len(_NAMES) < _MAX_NAMES:
             _NAMES[raw] = entry
     return entry
+
+
+def _only_chunked(codings: str) -> bool:
+    """Whether a Transfer-Encoding list (all its lines, joined) is `chunked` alone."""
+    if codings == "chunked":
+        return True
+    return [c for c in (t.strip().lower() for t in codings.split(",")) if c] == ["chunked"]
 
 
 class Refused(Exception):
@@ -201,6 +210,8 @@ class HeadReader:
         expect = specials.get(_EXPECT, "").lower() == "100-continue"
         body = None
         if _TE in specials:
+            if not _only_chunked(specials[_TE]):
+                raise Refused(501, "not_implemented")
             body = RequestBody(self._conn, None, expect)
         elif _LENGTH in specials:
             length = int(specials[_LENGTH])
