@@ -6,7 +6,8 @@ header count) are enforced as the pieces arrive. What llhttp refuses on its own:
 framing (Content-Length with Transfer-Encoding, two lengths, a Transfer-Encoding that does
 not end in chunked), obs-fold, NUL and other bytes a header may not hold. Refused here: a
 transfer coding other than chunked alone (501: the body is re-chunked for the upstream, and a
-coding left out would change what its bytes mean).
+coding left out would change what its bytes mean). The upstream always gets the gateway's
+own spelling of Content-Length.
 """
 
 from __future__ import annotations
@@ -214,7 +215,13 @@ class HeadReader:
                 raise Refused(501, "not_implemented")
             body = RequestBody(self._conn, None, expect)
         elif _LENGTH in specials:
-            length = int(specials[_LENGTH])
+            spelled = specials[_LENGTH]
+            length = int(spelled)
+            canonical = str(length)
+            if canonical != spelled:
+                # Sent on as spelled (`010`), an upstream that reads a leading zero as octal
+                # would frame the body differently from the gateway.
+                headers["Content-Length"] = canonical
             if length:
                 body = RequestBody(self._conn, length, expect)
         upgrade = None

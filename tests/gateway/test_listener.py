@@ -121,6 +121,26 @@ async def test_a_bad_message_pipelined_after_good_ones_is_refused_after_their_an
     assert json.loads(body)["error"] == "bad_request"
 
 
+@pytest.mark.parametrize("spelled", [b"010", b"0000000010"])
+async def test_the_upstream_gets_the_gateways_own_content_length(
+    make_gateway: GatewayFactory, upstream: Upstream, spelled: bytes
+) -> None:
+    # A parser reading a leading zero as octal would frame 010 as 8 bytes.
+    gw = await make_gateway(CONFIG)
+    reader, writer = await connect(gw.url)
+    writer.write(
+        b"POST /len HTTP/1.1\r\nHost: x\r\nContent-Length: " + spelled + b"\r\n\r\n0123456789"
+        b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    answers = await read_answers(reader, 2)
+    writer.close()
+    assert [status for status, _, _ in answers.done] == [200, 200]
+    seen = json.loads(answers.done[0][2])
+    assert [v for k, v in seen["header_list"] if k.lower() == "content-length"] == ["10"]
+    assert seen["body_bytes"] == 10
+    assert json.loads(answers.done[1][2])["path"] == "/next"
+
+
 async def test_http_1_0_gets_1_0_answers_and_keep_alive_only_when_asked(
     make_gateway: GatewayFactory,
 ) -> None:
