@@ -7,7 +7,8 @@ framing (Content-Length with Transfer-Encoding, two lengths, a Transfer-Encoding
 not end in chunked), obs-fold, NUL and other bytes a header may not hold. Refused here: a
 transfer coding other than chunked alone (501: the body is re-chunked for the upstream, and a
 coding left out would change what its bytes mean). The upstream always gets the gateway's
-own spelling of Content-Length.
+own spelling of Content-Length, and an HTTP/1.0 chunked request closes the connection after
+its answer (RFC 9112 6.1).
 """
 
 from __future__ import annotations
@@ -175,17 +176,23 @@ class HeadReader:
             method = _METHODS.setdefault(method_bytes, method_bytes.decode("ascii"))
         headers: CIMultiDict[str] = CIMultiDict(self._pairs)
         specials = self._specials
+        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
         expect, upgrade, body = False, None, None
         if self._framing or method == "CONNECT":
             # Rare: a body, Expect, Connection tokens or an upgrade.
             expect, upgrade, body = self._framing_of(method, headers, specials)
+            if version == "1.0" and _TE in specials:
+                # RFC 9112 6.1: framing an HTTP/1.0 peer may not understand is faulty;
+                # the connection closes after the answer, whatever Connection says.
+                keep_alive = False
         incoming = Incoming(
             self._conn,
             method,
             self._url.decode("utf-8", "surrogateescape"),
-            parser.get_http_version(),
+            version,
             headers,
-            parser.should_keep_alive(),
+            keep_alive,
             specials[_HOST].lower() if _HOST in specials else "",
             specials.get(_RID),
             specials.get(_XFF),

@@ -141,6 +141,28 @@ async def test_the_upstream_gets_the_gateways_own_content_length(
     assert json.loads(answers.done[1][2])["path"] == "/next"
 
 
+async def test_http_1_0_with_a_chunked_body_is_answered_then_closed(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; close after the answer,
+    # whatever Connection says.
+    gw = await make_gateway(CONFIG)
+    reader, writer = await connect(gw.url)
+    writer.write(
+        b"POST /old HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    )
+    data = await asyncio.wait_for(reader.read(), 5)  # one answer, then EOF
+    writer.close()
+    answers = Answers()
+    answers.parser.feed_data(data)
+    ((status, headers, body),) = answers.done
+    assert status == 200
+    assert "keep-alive" not in headers.get("Connection", "").lower()
+    assert json.loads(body)["body_bytes"] == 5
+    assert [r["path"] for r in upstream.requests] == ["/old"]
+
+
 async def test_http_1_0_gets_1_0_answers_and_keep_alive_only_when_asked(
     make_gateway: GatewayFactory,
 ) -> None:
