@@ -7,9 +7,10 @@ connection runs the gateway's handler for each request in turn (no task per requ
 whole responses leave in one write (`gateway.respond`).
 
 What the listener guarantees, whatever the handler does:
-- malformed or oversized heads get a JSON 400/414/431 that never echoes the client's bytes,
-  and the connection closes; ambiguous framing (CL+TE, two lengths, obs-fold, NUL) is refused
-  by llhttp itself;
+- malformed or oversized heads get a JSON 400/414/431 (501 for a transfer coding other than
+  chunked) that never echoes the client's bytes, after the answers to the requests before
+  them, and the connection closes; ambiguous framing (CL+TE, two lengths, obs-fold, NUL) is
+  refused by llhttp itself;
 - a head must arrive within `client.header_timeout` of its first byte (slowloris), and an idle
   connection closes after `client.keepalive_timeout` (one sweep timer per listener, not a
   timer per request);
