@@ -4,7 +4,11 @@ A head is digested while it is parsed: hop-by-hop headers never reach the end-to
 the few the gateway reads itself are kept aside, and the limits of `client` (line, field and
 header count) are enforced as the pieces arrive. What llhttp refuses on its own: ambiguous
 framing (Content-Length with Transfer-Encoding, two lengths, a Transfer-Encoding that does
-not end in chunked), obs-fold, NUL and other bytes a header may not hold.
+not end in chunked), obs-fold, NUL and other bytes a header may not hold. Refused here: a
+transfer coding other than chunked alone (501: the body is re-chunked for the upstream, and a
+coding left out would change what its bytes mean). The upstream always gets the gateway's
+own spelling of Content-Length, and an HTTP/1.0 chunked request closes the connection after
+its answer (RFC 9112 6.1).
 """
 
 from __future__ import annotations
@@ -60,6 +64,13 @@ def _name(raw: bytes) -> tuple[str, int]:
         if len(_NAMES) < _MAX_NAMES:
             _NAMES[raw] = entry
     return entry
+
+
+def _only_chunked(codings: str) -> bool:
+    """Whether a Transfer-Encoding list (all its lines, joined) is `chunked` alone."""
+    if codings == "chunked":
+        return True
+    return [c for c in (t.strip().lower() for t in codings.split(",")) if c] == ["chunked"]
 
 
 class Refused(Exception):
@@ -161,17 +172,23 @@ class HeadReader:
             method = _METHODS.setdefault(method_bytes, method_bytes.decode("ascii"))
         headers: CIMultiDict[str] = CIMultiDict(self._pairs)
         specials = self._specials
+        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
         expect, upgrade, body = False, None, None
         if self._framing or method == "CONNECT":
             # Rare: a body, Expect, Connection tokens or an upgrade.
             expect, upgrade, body = self._framing_of(method, headers, specials)
+            if version == "1.0" and _TE in specials:
+                # RFC 9112 6.1: framing an HTTP/1.0 peer may not understand is faulty;
+                # the connection closes after the answer, whatever Connection says.
+                keep_alive = False
         incoming = Incoming(
             self._conn,
             method,
             self._url.decode("utf-8", "surrogateescape"),
-            parser.get_http_version(),
+            version,
             headers,
-            parser.should_keep_alive(),
+            keep_alive,
             specials[_HOST].lower() if _HOST in specials else "",
             specials.get(_RID),
             specials.get(_XFF),
@@ -197,9 +214,17 @@ class HeadReader:
         expect = specials.get(_EXPECT, "").lower() == "100-continue"
         body = None
         if _TE in specials:
+            if not _only_chunked(specials[_TE]):
+                raise Refused(501, "not_implemented")
             body = RequestBody(self._conn, None, expect)
         elif _LENGTH in specials:
-            length = int(specials[_LENGTH])
+            spelled = specials[_LENGTH]
+            length = int(spelled)
+            canonical = str(length)
+            if canonical != spelled:
+                # Sent on as spelled (`010`), an upstream that reads a leading zero as octal
+                # would frame the body differently from the gateway.
+                headers["Content-Length"] = canonical
             if length:
                 body = RequestBody(self._conn, length, expect)
         upgrade = None

@@ -7,9 +7,10 @@ connection runs the gateway's handler for each request in turn (no task per requ
 whole responses leave in one write (`gateway.http.respond`).
 
 What the listener guarantees, whatever the handler does:
-- malformed or oversized heads get a JSON 400/414/431 that never echoes the client's bytes,
-  and the connection closes; ambiguous framing (CL+TE, two lengths, obs-fold, NUL) is refused
-  by llhttp itself;
+- malformed or oversized heads get a JSON 400/414/431 (501 for a transfer coding other than
+  chunked) that never echoes the client's bytes, after the answers to the requests before
+  them, and the connection closes; ambiguous framing (CL+TE, two lengths, obs-fold, NUL) is
+  refused by llhttp itself;
 - a head must arrive within `client.header_timeout` of its first byte (slowloris), and an idle
   connection closes after `client.keepalive_timeout` (one sweep timer per listener, not a
   timer per request);
@@ -239,20 +240,27 @@ class ClientConnection(asyncio.Protocol):
                     await self.drain()
                 except ConnectionError:
                     return
-            if self._refusal is not None:
-                self._refuse(self._refusal)
-                return
             if not incoming.keep_alive or self._closing or incoming.upgrade is not None:
                 self.close()
                 return
+            if self._refusal is not None and not queue:
+                self._answer_refusal(self._refusal)
+                return
 
     def _refuse(self, refused: Refused) -> None:
-        if self._current is not None:
-            # Answer what came before first; then refuse, and read nothing more.
-            self._refusal = refused
+        self._refusal = refused
+        # The refused head will never finish: its head timeout must not cut off the answers
+        # still due before its refusal.
+        self._reader.in_head = False
+        if self._current is not None or self._queue:
+            # Answers go out in request order: the task refuses once it has answered the
+            # requests read before this one (queued ones too, perhaps not yet begun); nothing
+            # more is read meanwhile.
             self.pause_reading()
             return
-        self._refusal = refused
+        self._answer_refusal(refused)
+
+    def _answer_refusal(self, refused: Refused) -> None:
         request_id = os.urandom(16).hex()
         body = json.dumps({"error": refused.code, "request_id": request_id}).encode()
         self.write(

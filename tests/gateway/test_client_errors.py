@@ -65,6 +65,20 @@ async def exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
             400,
             "bad_request",
         ),
+        (
+            # RFC 9112 6.1: a transfer coding the gateway does not forward is 501, never sent
+            # on as a plain chunked body of gzip bytes.
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            b"3\r\n\x1f\x8b\x08\r\n0\r\n\r\n",
+            501,
+            "not_implemented",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\n\x1f\x8b\x08\r\n0\r\n\r\n",
+            501,
+            "not_implemented",
+        ),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Secret: a\x00SECRET\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n Folded: SECRET\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nHost: x\r\nHost: SECRET\r\n\r\n", 400, "bad_request"),
@@ -82,6 +96,8 @@ async def exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         "cl-and-te",
         "two-lengths",
         "te-not-chunked-last",
+        "te-gzip-chunked",
+        "te-gzip-chunked-two-lines",
         "nul-in-header",
         "obs-fold",
         "two-hosts",
@@ -95,7 +111,9 @@ async def test_malformed_heads_get_json_errors_without_echo(
     got, headers, body = await exchange(gw.url, raw)
     assert got == status
     assert headers["Content-Type"].startswith("application/json")
-    assert json.loads(body)["error"] == code
+    payload = json.loads(body)
+    assert (payload["error"], len(payload["request_id"])) == (code, 32)
+    assert headers["Connection"] == "close"
     assert b"SECRET" not in body
     assert not upstream.hits  # nothing ambiguous is ever forwarded
 

@@ -1,4 +1,5 @@
-"""The public listener on a raw socket: pipelining, HTTP/1.0, idle timeouts, upgrades, shutdown."""
+"""The public listener on a raw socket: pipelining, HTTP/1.0, framing, idle timeouts, upgrades,
+shutdown."""
 
 from __future__ import annotations
 
@@ -81,6 +82,85 @@ async def test_pipelined_requests_are_answered_in_order(make_gateway: GatewayFac
     assert first == {"slept": "0.2"}
     assert (second["path"], second["body_bytes"]) == ("/second", 5)
     assert third["path"] == "/third"
+
+
+@pytest.mark.parametrize(
+    ("good", "apart"),
+    [
+        ([b"/first"], False),
+        ([b"/first", b"/second"], False),  # two heads taken off one read before the refusal
+        # The bad line comes while the first is being answered, which outlasts the head
+        # timeout: the unfinished bad head must not cut the answer off.
+        ([b"/slow/0.6"], True),
+    ],
+    ids=["one", "two", "while-answering"],
+)
+async def test_a_bad_message_pipelined_after_good_ones_is_refused_after_their_answers(
+    make_gateway: GatewayFactory, upstream: Upstream, good: list[bytes], apart: bool
+) -> None:
+    gw = await make_gateway(CONFIG.replace("header_timeout: 2s", "header_timeout: 200ms"))
+    reader, writer = await connect(gw.url)
+    heads = b"".join(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n" for path in good)
+    if apart:
+        writer.write(heads)
+        await eventually(lambda: len(upstream.requests) == len(good), "the upstream's request")
+        writer.write(b"BAD\x00LINE\r\n\r\n")
+    else:
+        writer.write(heads + b"BAD\x00LINE\r\n\r\n")  # one write
+    data = await asyncio.wait_for(reader.read(), 5)  # every answer, then EOF
+    writer.close()
+    answers = Answers()
+    answers.parser.feed_data(data)
+    assert [r["path"] for r in upstream.requests] == [p.decode() for p in good]
+    assert [status for status, _, _ in answers.done] == [200] * len(good) + [400]
+    for path, (_, _, body) in zip(good, answers.done, strict=False):
+        payload = json.loads(body)  # the echo, or /slow's {"slept": ...}
+        assert payload.get("path", f"/slow/{payload.get('slept')}") == path.decode()
+    _, headers, body = answers.done[-1]
+    assert headers["Connection"] == "close"
+    assert json.loads(body)["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("spelled", [b"010", b"0000000010"])
+async def test_the_upstream_gets_the_gateways_own_content_length(
+    make_gateway: GatewayFactory, upstream: Upstream, spelled: bytes
+) -> None:
+    # A parser reading a leading zero as octal would frame 010 as 8 bytes.
+    gw = await make_gateway(CONFIG)
+    reader, writer = await connect(gw.url)
+    writer.write(
+        b"POST /len HTTP/1.1\r\nHost: x\r\nContent-Length: " + spelled + b"\r\n\r\n0123456789"
+        b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    answers = await read_answers(reader, 2)
+    writer.close()
+    assert [status for status, _, _ in answers.done] == [200, 200]
+    seen = json.loads(answers.done[0][2])
+    assert [v for k, v in seen["header_list"] if k.lower() == "content-length"] == ["10"]
+    assert seen["body_bytes"] == 10
+    assert json.loads(answers.done[1][2])["path"] == "/next"
+
+
+async def test_http_1_0_with_a_chunked_body_is_answered_then_closed(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; close after the answer,
+    # whatever Connection says.
+    gw = await make_gateway(CONFIG)
+    reader, writer = await connect(gw.url)
+    writer.write(
+        b"POST /old HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    )
+    data = await asyncio.wait_for(reader.read(), 5)  # one answer, then EOF
+    writer.close()
+    answers = Answers()
+    answers.parser.feed_data(data)
+    ((status, headers, body),) = answers.done
+    assert status == 200
+    assert "keep-alive" not in headers.get("Connection", "").lower()
+    assert json.loads(body)["body_bytes"] == 5
+    assert [r["path"] for r in upstream.requests] == ["/old"]
 
 
 async def test_http_1_0_gets_1_0_answers_and_keep_alive_only_when_asked(

@@ -32,7 +32,14 @@ from hypothesis import strategies as st
 from gateway.config.loader import parse_config
 from gateway.errors import ConfigError
 from loadtest.procs import Children, free_port, start_gateway
-from tests.reliability.heads import MARKER, check_answer, exchange, normal_request_works, requests
+from tests.reliability.heads import (
+    MARKER,
+    check_answer,
+    exchange,
+    exchange_all,
+    normal_request_works,
+    requests,
+)
 from tests.reliability.upstream_thread import ThreadedUpstream
 from tests.support.redis_server import RedisServer
 
@@ -218,6 +225,18 @@ def test_connect_is_refused_and_never_forwarded(served: Served) -> None:
         assert answer is not None
         assert answer.status in (400, 405), answer
     assert not [r for r in served.upstream.backend.requests[seen:] if r["method"] == "CONNECT"]
+
+
+def test_a_refusal_pipelined_after_a_request_follows_its_answer(served: Served) -> None:
+    seen = len(served.upstream.backend.requests)
+    messages = exchange_all(
+        served.port, b"GET /x/first HTTP/1.1\r\nHost: x\r\n\r\nBAD\x00LINE\r\n\r\n"
+    )
+    assert [r["path"] for r in served.upstream.backend.requests[seen:]] == ["/x/first"]
+    assert [m.status for m in messages] == [200, 400]
+    assert json.loads(messages[0].body)["path"] == "/x/first"
+    assert json.loads(messages[1].body)["error"] == "bad_request"
+    assert (b"Connection", b"close") in messages[1].headers
 
 
 def test_connect_cannot_be_configured() -> None:
