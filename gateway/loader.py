@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,25 +81,26 @@ def parse_config(
     registry = registry if registry is not None else Registry.discover()
     substituted, problems = substitute_env(text, os.environ if env is None else env, file)
     try:
-        data, positions = parse_yaml(substituted, file)
+        data, positions, read = parse_yaml(substituted, file)
     except YamlProblems as exc:
         raise ConfigError(problems + exc.problems) from None
+    problems += read
     if data is None:
         raise ConfigError([*problems, ConfigProblem(file, None, "", "the config is empty")])
     if not isinstance(data, dict):
         raise ConfigError([*problems, ConfigProblem(file, 1, "", "the config must be a mapping")])
 
     checker = _Checker(file, positions, registry)
-    checker.problems.extend(problems)
     model: GatewayConfig | None = None
     try:
         model = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        checker.pydantic(exc, ())
+        checker.pydantic(exc, (), GatewayConfig)
     named, chains = checker.policies(data)
     checker.references(data, model)
-    if checker.problems or model is None:
-        raise ConfigError(sorted(checker.problems, key=lambda p: (p.line or 0, p.path)))
+    problems += checker.problems
+    if problems or model is None:
+        raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
     return LoadedConfig(model, named, chains, file, text, positions, _shadowed(model, positions))
 
 
@@ -110,18 +114,21 @@ class _Checker:
         self.problems: list[ConfigProblem] = []
 
     def add(self, loc: Loc, message: str) -> None:
+        if self.positions.unread(loc):
+            return
         self.problems.append(
             ConfigProblem(self.file, self.positions.line(loc), format_loc(loc), message)
         )
 
-    def pydantic(self, exc: ValidationError, prefix: Loc) -> None:
+    def pydantic(self, exc: ValidationError, prefix: Loc, model: type[BaseModel]) -> None:
         for error in exc.errors(include_url=False):
             loc = (*prefix, *error["loc"])
             kind = error["type"]
             if kind == "missing":
                 self.add(loc, "required key is missing")
             elif kind == "extra_forbidden":
-                self.add(loc, "unknown key")
+                known = _keys_at(model, error["loc"][:-1])
+                self.add(loc, "unknown key" + _did_you_mean(str(error["loc"][-1]), known))
             else:
                 message = error["msg"].removeprefix("Value error, ")
                 self.add(loc, message[:1].lower() + message[1:])
@@ -139,13 +146,13 @@ class _Checker:
         chains: list[list[PolicySpec]] = []
         routes = data.get("routes")
         for index, route in enumerate(routes if isinstance(routes, list) else []):
-            chain: list[PolicySpec] = []
+            steps: list[_Step] = []
             entries = route.get("policies") if isinstance(route, dict) else None
             for position, entry in enumerate(entries if isinstance(entries, list) else []):
                 loc: Loc = ("routes", index, "policies", position)
                 if isinstance(entry, str):
                     if entry in named:
-                        chain.append(named[entry])
+                        steps.append(_Step(loc, named[entry].kind, named[entry]))
                     elif not isinstance(raw_named, dict) or entry not in raw_named:
                         known = ", ".join(sorted(raw_named)) if isinstance(raw_named, dict) else ""
                         self.add(
@@ -153,12 +160,35 @@ class _Checker:
                             f"no policy named {entry!r}"
                             + (f" (defined: {known})" if known else ""),
                         )
+                    else:  # a definition with problems of its own, already reported
+                        steps.append(_Step(loc, _kind(raw_named[entry]), None))
                 else:
+                    kind = _kind(entry)
                     spec = self.declaration(entry, loc)
-                    if spec is not None:
-                        chain.append(spec)
-            chains.append(chain)
+                    steps.append(_Step((*loc, kind) if kind else loc, kind, spec))
+            name = route.get("name") if isinstance(route, dict) else None
+            self.order(name if isinstance(name, str) else format_loc(("routes", index)), steps)
+            chains.append([step.spec for step in steps if step.spec is not None])
         return named, chains
+
+    def order(self, route: str, steps: list[_Step]) -> None:
+        """Each policy's `requires_before`: the policy types that must run earlier."""
+        for at, step in enumerate(steps):
+            # Policy.Options may be any pydantic model, not only gateway.policy.Options.
+            needs = getattr(step.spec.options, "requires_before", None) if step.spec else None
+            for kind, why in (needs() if callable(needs) else {}).items():
+                if any(earlier.kind == kind for earlier in steps[:at]):
+                    continue
+                later = next((s for s in steps[at + 1 :] if s.kind == kind), None)
+                this = step.describe()
+                if later is None:
+                    self.add(step.loc, f"route {route!r} has no {kind} policy before {this}: {why}")
+                else:
+                    self.add(
+                        step.loc,
+                        f"route {route!r} runs {this} before {later.describe()} "
+                        f"(policies[{later.loc[3]}]), which must come earlier: {why}",
+                    )
 
     def declaration(self, decl: Any, loc: Loc, name: str | None = None) -> PolicySpec | None:
         if not isinstance(decl, dict) or len(decl) != 1:
@@ -176,7 +206,11 @@ class _Checker:
             self.add(loc, f"policy type {kind!r} failed to load: {self.registry.broken[kind]}")
             return None
         if kind not in self.registry:
-            self.add(loc, f"unknown policy type {kind!r} (known: {', '.join(self.registry)})")
+            self.add(
+                loc,
+                f"unknown policy type {kind!r} (known: {', '.join(self.registry)})"
+                + _did_you_mean(str(kind), list(self.registry)),
+            )
             return None
         cls = self.registry[kind]
         if options is None:
@@ -187,7 +221,7 @@ class _Checker:
         try:
             validated = cls.Options.model_validate(options)
         except ValidationError as exc:
-            self.pydantic(exc, loc)
+            self.pydantic(exc, loc, cls.Options)
             return None
         return PolicySpec(kind, cls, validated, name)
 
@@ -230,6 +264,70 @@ class _Checker:
             )
         if model.admin.listen == model.listen:
             self.add(("admin", "listen"), "the admin listener must not be the public listener")
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One entry of a route's chain, as far as it could be read."""
+
+    loc: Loc
+    kind: str | None
+    spec: PolicySpec | None
+
+    def describe(self) -> str:
+        name = self.spec.name if self.spec is not None else None
+        return f"{self.kind} {name!r}" if name else str(self.kind)
+
+
+def _kind(decl: Any) -> str | None:
+    """The policy type of a raw `TYPE: {options}` declaration, when it is one."""
+    return str(next(iter(decl))) if isinstance(decl, dict) and len(decl) == 1 else None
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f", did you mean {close[0]!r}?" if close else ""
+
+
+def _keys_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The keys the model allows in the mapping at `loc` (a path of pydantic's error)."""
+    current: list[Any] = [model]
+    for part in loc:
+        current = [step for option in current for step in _step(option, part)]
+    return [key for option in current for key in _fields(option)]
+
+
+def _options(annotation: Any) -> list[Any]:
+    """`Annotated`, `X | None` and unions unwrapped into the types they allow."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _options(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [o for arg in typing.get_args(annotation) for o in _options(arg)]
+    return [annotation]
+
+
+def _step(annotation: Any, part: str | int) -> list[Any]:
+    steps = []
+    for option in _options(annotation):
+        origin, args = typing.get_origin(option), typing.get_args(option)
+        if isinstance(option, type) and issubclass(option, BaseModel) and isinstance(part, str):
+            field = option.model_fields.get(part)
+            steps += [field.annotation] if field is not None else []
+        elif origin is list and args and isinstance(part, int):
+            steps.append(args[0])
+        elif origin is dict and len(args) == 2:
+            steps.append(args[1])
+    return steps
+
+
+def _fields(annotation: Any) -> list[str]:
+    return [
+        key
+        for option in _options(annotation)
+        if isinstance(option, type) and issubclass(option, BaseModel)
+        for key in option.model_fields
+    ]
 
 
 def _covers(prefix: str, path: str) -> bool:
