@@ -138,3 +138,19 @@ def test_readme_config_reference_matches_the_models() -> None:
     end = readme.index("<!-- config-reference:end -->")
     if readme[start:end] != reference_markdown(Registry.discover()):
         pytest.fail("README's config reference is stale: run `make readme`")
+
+
+def test_readme_config_reference_lists_the_keys_of_an_upstream() -> None:
+    reference = reference_markdown(Registry.discover())
+    keys = [
+        "targets",
+        "timeouts",
+        "timeouts.connect",
+        "timeouts.read",
+        "keepalive",
+        "max_idle",
+        "fail_timeout",
+        "pass_host",
+    ]
+    missing = [key for key in keys if f"| `upstreams.<name>.{key}` |" not in reference]
+    assert missing == []
