@@ -32,6 +32,12 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
+    def requires_before(self) -> Mapping[str, str]:
+        """Policy types (YAML keys) that must run earlier in any chain holding these options,
+        each with the reason: `{"session": "vary_session reads the session it sets"}`.
+        The loader refuses a chain without them, naming both policies. Default: none."""
+        return {}
+
 
 class Background:
     """Tasks a policy starts beyond a request (a cache refresh), cancelled with the runtime."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.config.models import GatewayConfig, RouteConfig
+from gateway.config.models import GatewayConfig
+from gateway.config.routes import covers, route_warnings
 from gateway.config.source import (
     Loc,
     Positions,
@@ -85,26 +89,29 @@ def parse_config(
     registry = registry if registry is not None else Registry.discover()
     substituted, problems = substitute_env(text, os.environ if env is None else env, file)
     try:
-        data, positions = parse_yaml(substituted, file)
+        data, positions, read = parse_yaml(substituted, file)
     except YamlProblems as exc:
         raise ConfigError(problems + exc.problems) from None
+    problems += read
     if data is None:
         raise ConfigError([*problems, ConfigProblem(file, None, "", "the config is empty")])
     if not isinstance(data, dict):
         raise ConfigError([*problems, ConfigProblem(file, 1, "", "the config must be a mapping")])
 
     checker = _Checker(file, positions, registry)
-    checker.problems.extend(problems)
     model: GatewayConfig | None = None
     try:
         model = GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        checker.pydantic(exc, ())
+        checker.pydantic(exc, (), GatewayConfig)
     named, chains = checker.policies(data)
     checker.references(data, model)
-    if checker.problems or model is None:
-        raise ConfigError(sorted(checker.problems, key=lambda p: (p.line or 0, p.path)))
-    return LoadedConfig(model, named, chains, file, text, positions, _shadowed(model, positions))
+    problems += checker.problems
+    if problems or model is None:
+        raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
+    return LoadedConfig(
+        model, named, chains, file, text, positions, route_warnings(model, positions)
+    )
 
 
 class _Checker:
@@ -117,18 +124,21 @@ class _Checker:
         self.problems: list[ConfigProblem] = []
 
     def add(self, loc: Loc, message: str) -> None:
+        if self.positions.unread(loc):
+            return
         self.problems.append(
             ConfigProblem(self.file, self.positions.line(loc), format_loc(loc), message)
         )
 
-    def pydantic(self, exc: ValidationError, prefix: Loc) -> None:
+    def pydantic(self, exc: ValidationError, prefix: Loc, model: type[BaseModel]) -> None:
         for error in exc.errors(include_url=False):
             loc = (*prefix, *error["loc"])
             kind = error["type"]
             if kind == "missing":
                 self.add(loc, "required key is missing")
             elif kind == "extra_forbidden":
-                self.add(loc, "unknown key")
+                known = _keys_at(model, error["loc"][:-1])
+                self.add(loc, "unknown key" + _did_you_mean(str(error["loc"][-1]), known))
             else:
                 message = error["msg"].removeprefix("Value error, ")
                 self.add(loc, message[:1].lower() + message[1:])
@@ -146,13 +156,13 @@ class _Checker:
         chains: list[list[PolicySpec]] = []
         routes = data.get("routes")
         for index, route in enumerate(routes if isinstance(routes, list) else []):
-            chain: list[PolicySpec] = []
+            steps: list[_Step] = []
             entries = route.get("policies") if isinstance(route, dict) else None
             for position, entry in enumerate(entries if isinstance(entries, list) else []):
                 loc: Loc = ("routes", index, "policies", position)
                 if isinstance(entry, str):
                     if entry in named:
-                        chain.append(named[entry])
+                        steps.append(_Step(loc, named[entry].kind, named[entry]))
                     elif not isinstance(raw_named, dict) or entry not in raw_named:
                         known = ", ".join(sorted(raw_named)) if isinstance(raw_named, dict) else ""
                         self.add(
@@ -160,12 +170,35 @@ class _Checker:
                             f"no policy named {entry!r}"
                             + (f" (defined: {known})" if known else ""),
                         )
+                    else:  # a definition with problems of its own, already reported
+                        steps.append(_Step(loc, _kind(raw_named[entry]), None))
                 else:
+                    kind = _kind(entry)
                     spec = self.declaration(entry, loc)
-                    if spec is not None:
-                        chain.append(spec)
-            chains.append(chain)
+                    steps.append(_Step((*loc, kind) if kind else loc, kind, spec))
+            name = route.get("name") if isinstance(route, dict) else None
+            self.order(name if isinstance(name, str) else format_loc(("routes", index)), steps)
+            chains.append([step.spec for step in steps if step.spec is not None])
         return named, chains
+
+    def order(self, route: str, steps: list[_Step]) -> None:
+        """Each policy's `requires_before`: the policy types that must run earlier."""
+        for at, step in enumerate(steps):
+            # Policy.Options may be any pydantic model, not only gateway.policy.Options.
+            needs = getattr(step.spec.options, "requires_before", None) if step.spec else None
+            for kind, why in (needs() if callable(needs) else {}).items():
+                if any(earlier.kind == kind for earlier in steps[:at]):
+                    continue
+                later = next((s for s in steps[at + 1 :] if s.kind == kind), None)
+                this = step.describe()
+                if later is None:
+                    self.add(step.loc, f"route {route!r} has no {kind} policy before {this}: {why}")
+                else:
+                    self.add(
+                        step.loc,
+                        f"route {route!r} runs {this} before {later.describe()} "
+                        f"(policies[{later.loc[3]}]), which must come earlier: {why}",
+                    )
 
     def declaration(self, decl: Any, loc: Loc, name: str | None = None) -> PolicySpec | None:
         if not isinstance(decl, dict) or len(decl) != 1:
@@ -183,7 +216,11 @@ class _Checker:
             self.add(loc, f"policy type {kind!r} failed to load: {self.registry.broken[kind]}")
             return None
         if kind not in self.registry:
-            self.add(loc, f"unknown policy type {kind!r} (known: {', '.join(self.registry)})")
+            self.add(
+                loc,
+                f"unknown policy type {kind!r} (known: {', '.join(self.registry)})"
+                + _did_you_mean(str(kind), list(self.registry)),
+            )
             return None
         cls = self.registry[kind]
         if options is None:
@@ -194,7 +231,7 @@ class _Checker:
         try:
             validated = cls.Options.model_validate(options)
         except ValidationError as exc:
-            self.pydantic(exc, loc)
+            self.pydantic(exc, loc, cls.Options)
             return None
         return PolicySpec(kind, cls, validated, name)
 
@@ -225,7 +262,7 @@ class _Checker:
             return
         for index, route_model in enumerate(model.routes):
             strip, path = route_model.strip_prefix, route_model.match.path
-            if strip and not _covers(strip, path):
+            if strip and not covers(strip, path):
                 self.add(
                     ("routes", index, "strip_prefix"),
                     f"{strip!r} is not a prefix of match.path {path!r}",
@@ -239,69 +276,65 @@ class _Checker:
             self.add(("admin", "listen"), "the admin listener must not be the public listener")
 
 
-def _covers(prefix: str, path: str) -> bool:
-    """Whether the segment-aware `prefix` takes every path that starts with `path`."""
-    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+@dataclass(frozen=True)
+class _Step:
+    """One entry of a route's chain, as far as it could be read."""
+
+    loc: Loc
+    kind: str | None
+    spec: PolicySpec | None
+
+    def describe(self) -> str:
+        name = self.spec.name if self.spec is not None else None
+        return f"{self.kind} {name!r}" if name else str(self.kind)
 
 
-def _shadowed(model: GatewayConfig, positions: Positions) -> list[str]:
-    """Warnings for routes that an earlier route always takes first, and for `methods`
-    that an operator may read as a fall-through to a later, wider route."""
-    warnings = []
-    routes = model.routes
-    shadowed: set[int] = set()
-    for later_index, later in enumerate(routes):
-        for earlier_index, earlier in enumerate(routes[:later_index]):
-            if _takes_all(earlier, later):
-                shadowed.add(later_index)
-                line = positions.line(("routes", later_index))
-                warnings.append(
-                    f"route {later.name!r} (line {line}) is shadowed by route {earlier.name!r} "
-                    f"(line {positions.line(('routes', earlier_index))}): it can never match"
-                )
-                break
-    for index, route in enumerate(routes):
-        if index in shadowed or any(_same_match(elder, route) for elder in routes[:index]):
-            continue
-        group = [route, *(later for later in routes[index + 1 :] if _same_match(route, later))]
-        if any(member.match.methods is None for member in group):
-            continue
-        wider = next(
-            (
-                (later_index, later)
-                for later_index, later in enumerate(routes[index + 1 :], index + 1)
-                if not _same_match(route, later) and _takes_all(later, route, methods=False)
-            ),
-            None,
-        )
-        if wider is not None:
-            methods = sorted({method for member in group for method in member.match.methods or ()})
-            later_index, later = wider
-            warnings.append(
-                f"route {route.name!r} (line {positions.line(('routes', index))}) takes "
-                f"{route.match.path} with {', '.join(methods)} only: other methods get 405, "
-                f"they do not fall through to route {later.name!r} (line "
-                f"{positions.line(('routes', later_index))})"
-            )
-    return warnings
+def _kind(decl: Any) -> str | None:
+    """The policy type of a raw `TYPE: {options}` declaration, when it is one."""
+    return str(next(iter(decl))) if isinstance(decl, dict) and len(decl) == 1 else None
 
 
-def _same_match(a: RouteConfig, b: RouteConfig) -> bool:
-    return a.match.path == b.match.path and a.match.host == b.match.host
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f", did you mean {close[0]!r}?" if close else ""
 
 
-def _takes_all(earlier: RouteConfig, later: RouteConfig, *, methods: bool = True) -> bool:
-    """Whether `earlier` owns every request `later` could match (see `gateway.routing`):
-    the first route whose host and path match owns the request whatever its method, so only
-    a sibling (same host and path) is reached by the methods its elder lacks."""
-    a, b = earlier.match, later.match
-    host_ok = (
-        a.host is None
-        or a.host == b.host
-        or (b.host is not None and a.host.startswith("*.") and b.host.endswith(a.host[1:]))
-    )
-    if not (host_ok and _covers(a.path, b.path)):
-        return False
-    if not methods or not _same_match(earlier, later):
-        return True
-    return a.methods is None or (b.methods is not None and set(b.methods) <= set(a.methods))
+def _keys_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The keys the model allows in the mapping at `loc` (a path of pydantic's error)."""
+    current: list[Any] = [model]
+    for part in loc:
+        current = [step for option in current for step in _step(option, part)]
+    return [key for option in current for key in _fields(option)]
+
+
+def _options(annotation: Any) -> list[Any]:
+    """`Annotated`, `X | None` and unions unwrapped into the types they allow."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _options(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [o for arg in typing.get_args(annotation) for o in _options(arg)]
+    return [annotation]
+
+
+def _step(annotation: Any, part: str | int) -> list[Any]:
+    steps = []
+    for option in _options(annotation):
+        origin, args = typing.get_origin(option), typing.get_args(option)
+        if isinstance(option, type) and issubclass(option, BaseModel) and isinstance(part, str):
+            field = option.model_fields.get(part)
+            steps += [field.annotation] if field is not None else []
+        elif origin is list and args and isinstance(part, int):
+            steps.append(args[0])
+        elif origin is dict and len(args) == 2:
+            steps.append(args[1])
+    return steps
+
+
+def _fields(annotation: Any) -> list[str]:
+    return [
+        key
+        for option in _options(annotation)
+        if isinstance(option, type) and issubclass(option, BaseModel)
+        for key in option.model_fields
+    ]

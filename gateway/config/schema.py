@@ -80,7 +80,7 @@ def _rows(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
             f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {meaning} |"
         )
         if nested is not None:
-            suffix = "[]." if _is_list(field.annotation) else "."
+            suffix = {list: "[].", dict: ".<name>."}.get(_container(field.annotation), ".")
             _rows(nested, key + suffix, lines)
 
 
@@ -142,15 +142,20 @@ def _unwrap(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def _is_list(annotation: Any) -> bool:
-    return any(typing.get_origin(a) is list for a in _unwrap(annotation))
+def _container(annotation: Any) -> Any:
+    """`list` or `dict` when the field holds several values, else None."""
+    for option in _unwrap(annotation):
+        if typing.get_origin(option) in (list, dict):
+            return typing.get_origin(option)
+    return None
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of the field's value, or of each item of its list or mapping."""
     for option in _unwrap(annotation):
-        if typing.get_origin(option) is list:
+        if typing.get_origin(option) in (list, dict):
             args = typing.get_args(option)
-            option = _unwrap(args[0])[0] if args else option
+            option = _unwrap(args[-1])[0] if args else option
         if isinstance(option, type) and issubclass(option, BaseModel):
             return option
     return None

@@ -34,8 +34,15 @@ def format_loc(loc: Sequence[str | int]) -> str:
 class Positions:
     """Maps key paths of a parsed document to the line each was written on."""
 
-    def __init__(self, lines: dict[Loc, int]) -> None:
+    def __init__(self, lines: dict[Loc, int], unread: set[Loc] | None = None) -> None:
         self._lines = lines
+        self._unread = unread or set()
+
+    def unread(self, loc: Sequence[str | int]) -> bool:
+        """Whether `loc` is at or under a value the YAML reader already reported (a duplicate
+        key, a bad tag, a recursive alias): its validation errors would only repeat that."""
+        path = tuple(loc)
+        return any(path[: len(bad)] == bad for bad in self._unread)
 
     def line(self, loc: Sequence[str | int]) -> int | None:
         """The line of `loc`, or of its nearest ancestor that the file spells out."""
@@ -66,11 +73,13 @@ def substitute_env(text: str, env: Mapping[str, str], file: str) -> tuple[str, l
     return _VAR.sub(replace, text), problems
 
 
-def parse_yaml(text: str, file: str) -> tuple[Any, Positions]:
-    """Parse YAML into plain Python values and the line of every key and list item.
+def parse_yaml(text: str, file: str) -> tuple[Any, Positions, list[ConfigProblem]]:
+    """Parse YAML into plain Python values, the line of every key and list item, and problems.
 
-    Raises `ConfigError`-ready problems as a list (via `YamlProblems`) for syntax errors and
-    duplicate keys, which plain `yaml.safe_load` would silently accept.
+    Duplicate keys (which plain `yaml.safe_load` would silently accept), bad tags and recursive
+    aliases are returned as problems with the value read as well as it can be, so validation
+    still reports the rest of the file. Syntax errors, after which nothing can be read, raise
+    `YamlProblems`.
     """
     loader = _Loader(text)
     try:
@@ -79,22 +88,35 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Positions]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise YamlProblems([ConfigProblem(file, line, "", f"invalid YAML: {problem}")]) from None
+        raise YamlProblems(_syntax(text, file, line, problem)) from None
     finally:
         loader.dispose()
     lines: dict[Loc, int] = {}
-    problems: list[ConfigProblem] = []
     if root is None:
-        return None, Positions(lines)
+        return None, Positions(lines), []
     lines[()] = root.start_mark.line + 1
+    builder = _Builder(file, lines)
     try:
-        value = _Builder(file, lines, problems).build(root, ())
+        value = builder.build(root, ())
     except _TooLarge:
         message = f"invalid YAML: more than {_MAX_VALUES} values once aliases are expanded"
         raise YamlProblems([ConfigProblem(file, None, "", message)]) from None
-    if problems:
-        raise YamlProblems(problems)
-    return value, Positions(lines)
+    return value, Positions(lines, builder.unread), builder.problems
+
+
+_TAB = "invalid YAML: a tab indents this line (YAML indents with spaces only)"
+
+
+def _syntax(text: str, file: str, line: int | None, problem: str) -> list[ConfigProblem]:
+    """The syntax error, said plainly when tabs indent lines (libyaml's words are cryptic)."""
+    tabbed = [
+        number
+        for number, content in enumerate(text.split("\n"), 1)
+        if "\t" in content[: len(content) - len(content.lstrip(" \t"))]
+    ]
+    if line not in tabbed:
+        return [ConfigProblem(file, line, "", f"invalid YAML: {problem}")]
+    return [ConfigProblem(file, number, "", _TAB) for number in tabbed]
 
 
 class YamlProblems(Exception):
@@ -118,15 +140,18 @@ class _Builder:
     """Plain values from YAML nodes, recording the line of each; bounded whatever the document
     does (recursive aliases, alias bombs, deep nesting, unknown or malformed tags)."""
 
-    def __init__(self, file: str, lines: dict[Loc, int], problems: list[ConfigProblem]) -> None:
+    def __init__(self, file: str, lines: dict[Loc, int]) -> None:
         self.file = file
         self.lines = lines
-        self.problems = problems
+        self.problems: list[ConfigProblem] = []
+        self.unread: set[Loc] = set()
         self.loader = _Loader("")
         self.active: set[int] = set()
         self.left = _MAX_VALUES
 
-    def add(self, node: yaml.Node, loc: Loc, message: str) -> None:
+    def add(self, node: yaml.Node, loc: Loc, message: str, unread: bool = True) -> None:
+        if unread:
+            self.unread.add(loc)
         self.problems.append(
             ConfigProblem(self.file, node.start_mark.line + 1, format_loc(loc), message)
         )
@@ -172,7 +197,7 @@ class _Builder:
                 else ()
             )
             if not isinstance(key, str | int | float | bool) and key is not None:
-                self.add(key_node, loc, "mapping keys must be plain values")
+                self.add(key_node, loc, "mapping keys must be plain values", unread=False)
                 continue
             key = str(key) if not isinstance(key, str) else key
             child = (*loc, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import Field
@@ -50,8 +51,9 @@ class CacheOptions(Options):
     )
     vary_session: list[SessionField] = Field(
         default_factory=list,
-        description="Session fields (from the session policy, which must come first in the "
-        "chain) that become part of the key: each user gets their own copy. Default none: "
+        description="Session fields (from the session policy, which must come earlier in the "
+        "chain, or the config is refused) that become part of the key: each user gets their "
+        "own copy. Default none: "
         "requests with a session or the route's session credentials bypass the cache.",
     )
     near_cache: Size = Field(
@@ -76,6 +78,13 @@ class CacheOptions(Options):
         "Last-Modified is fresh for this share of its age at arrival (RFC 9111 4.2.2), at "
         "most a day. 0 disables. Default 0.1.",
     )
+
+    def requires_before(self) -> Mapping[str, str]:
+        # Before the session policy ran there is no session to key by: every request that
+        # carries the route's credentials would bypass the cache.
+        if self.vary_session:
+            return {"session": "vary_session needs the session fields that session sets"}
+        return {}
 
     def rules(self) -> Rules:
         """The subset the freshness rules consult."""

@@ -76,6 +76,31 @@ routes:
     assert result.stdout == ""
 
 
+def test_check_refuses_a_cache_keyed_by_a_session_not_read_yet(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        """\
+upstreams:
+  backend: {targets: ["http://127.0.0.1:9000"]}
+policies:
+  login: {session: {cookie: sid}}
+routes:
+  - name: account
+    upstream: backend
+    policies:
+      - cache: {ttl: 60s, vary_session: [user_id]}
+      - login
+"""
+    )
+    result = gateway("check", "-c", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == (
+        f"{config}:9: routes[0].policies[0].cache: route 'account' runs cache before "
+        "session 'login' (policies[1]), which must come earlier: "
+        "vary_session needs the session fields that session sets"
+    )
+
+
 def test_check_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = gateway("check", "-c", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
@@ -113,3 +138,19 @@ def test_readme_config_reference_matches_the_models() -> None:
     end = readme.index("<!-- config-reference:end -->")
     if readme[start:end] != reference_markdown(Registry.discover()):
         pytest.fail("README's config reference is stale: run `make readme`")
+
+
+def test_readme_config_reference_lists_the_keys_of_an_upstream() -> None:
+    reference = reference_markdown(Registry.discover())
+    keys = [
+        "targets",
+        "timeouts",
+        "timeouts.connect",
+        "timeouts.read",
+        "keepalive",
+        "max_idle",
+        "fail_timeout",
+        "pass_host",
+    ]
+    missing = [key for key in keys if f"| `upstreams.<name>.{key}` |" not in reference]
+    assert missing == []

@@ -30,7 +30,26 @@ class Demo(Policy):
         return await call_next(request)
 
 
-REGISTRY = Registry({"demo": Demo}, broken={"broken": "ImportError: no module named x"})
+class AfterDemoOptions(Options):
+    needs_demo: bool = Field(True, description="Whether a demo policy must run first.")
+
+    def requires_before(self) -> dict[str, str]:
+        return {"demo": "it reads what demo sets"} if self.needs_demo else {}
+
+
+class AfterDemo(Policy):
+    """A policy that declares the policy type it needs before it in the chain."""
+
+    Options = AfterDemoOptions
+
+    async def __call__(self, request: Request, call_next: Handler) -> Response:
+        return await call_next(request)
+
+
+REGISTRY = Registry(
+    {"demo": Demo, "after_demo": AfterDemo},
+    broken={"broken": "ImportError: no module named x"},
+)
 
 HEAD = """\
 upstreams:
@@ -70,7 +89,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "unknown top-level key",
         HEAD + ROUTE + "listne: 0.0.0.0:80\n",
-        ["c.yaml:7: listne: unknown key"],
+        ["c.yaml:7: listne: unknown key, did you mean 'listen'?"],
     ),
     (
         "bad listen",
@@ -170,7 +189,7 @@ CASES: list[tuple[str, str, list[str]]] = [
         "unknown policy type",
         HEAD + ROUTE + "    policies: [{ratelimit: {}}]\n",
         [
-            "c.yaml:7: routes[0].policies[0].ratelimit: unknown policy type 'ratelimit' (known: demo)"
+            "c.yaml:7: routes[0].policies[0].ratelimit: unknown policy type 'ratelimit' (known: after_demo, demo)"
         ],
     ),
     (
@@ -215,7 +234,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "policy option unknown key",
         HEAD + ROUTE + "    policies:\n      - demo: {limt: 3}\n",
-        ["c.yaml:8: routes[0].policies[0].demo.limt: unknown key"],
+        ["c.yaml:8: routes[0].policies[0].demo.limt: unknown key, did you mean 'limit'?"],
     ),
     (
         "policy option constraint",
@@ -233,6 +252,92 @@ CASES: list[tuple[str, str, list[str]]] = [
         "named definition bad option",
         HEAD + "policies:\n  strict:\n    demo: {window: -1}\n" + ROUTE,
         ["c.yaml:5: policies.strict.demo.window: duration must not be negative"],
+    ),
+    (
+        "misspelt top-level key",
+        HEAD + ROUTE + "polices: {}\n",
+        ["c.yaml:7: polices: unknown key, did you mean 'policies'?"],
+    ),
+    (
+        "misspelt route key",
+        HEAD + ROUTE + "    polices: [demo: {}]\n",
+        ["c.yaml:7: routes[0].polices: unknown key, did you mean 'policies'?"],
+    ),
+    (
+        "misspelt upstream key",
+        "upstreams:\n  backend:\n    targets: ['http://x:1']\n    timeouts: {conect: 1s}\n" + ROUTE,
+        ["c.yaml:4: upstreams.backend.timeouts.conect: unknown key, did you mean 'connect'?"],
+    ),
+    (
+        "misspelt key in a list item's options",
+        HEAD + ROUTE.replace("path: /api", "path: /api, metods: [GET]"),
+        ["c.yaml:5: routes[0].match.metods: unknown key, did you mean 'methods'?"],
+    ),
+    (
+        "misspelt policy type",
+        HEAD + ROUTE + "    policies: [{dmeo: {}}]\n",
+        [
+            "c.yaml:7: routes[0].policies[0].dmeo: unknown policy type 'dmeo' "
+            "(known: after_demo, demo), did you mean 'demo'?"
+        ],
+    ),
+    (
+        "unknown key with nothing close",
+        HEAD + ROUTE + "zzz: 1\n",
+        ["c.yaml:7: zzz: unknown key"],
+    ),
+    (
+        "tab indentation",
+        "upstreams:\n\tbackend: {targets: ['http://x:1']}\n" + ROUTE,
+        ["c.yaml:2: invalid YAML: a tab indents this line (YAML indents with spaces only)"],
+    ),
+    (
+        "tabs on several lines",
+        HEAD + "routes:\n  - name: api\n\t  upstream: backend\n\t  match: {path: /}\n",
+        [
+            "c.yaml:5: invalid YAML: a tab indents this line (YAML indents with spaces only)",
+            "c.yaml:6: invalid YAML: a tab indents this line (YAML indents with spaces only)",
+        ],
+    ),
+    (
+        "tab inside a value is not indentation",
+        HEAD + ROUTE + "listen: 'a\tb'\nworkers: [\n",
+        ["c.yaml:9: invalid YAML: did not find expected node content"],
+    ),
+    (
+        "duplicate key and validation errors together",
+        HEAD + ROUTE + "workers: 1\nworkers: 0\nlisten: nowhere\n",
+        [
+            "c.yaml:8: workers: duplicate key",
+            "c.yaml:9: listen: expected host:port, got 'nowhere'",
+        ],
+    ),
+    (
+        "policy needed earlier comes later",
+        HEAD + ROUTE + "    policies: [after_demo: {}, demo: {}]\n",
+        [
+            "c.yaml:7: routes[0].policies[0].after_demo: route 'api' runs after_demo before "
+            "demo (policies[1]), which must come earlier: it reads what demo sets"
+        ],
+    ),
+    (
+        "policy needed earlier is missing",
+        HEAD + ROUTE + "    policies: [after_demo: {}]\n",
+        [
+            "c.yaml:7: routes[0].policies[0].after_demo: route 'api' has no demo policy "
+            "before after_demo: it reads what demo sets"
+        ],
+    ),
+    (
+        "named policies in the wrong order",
+        HEAD
+        + "policies:\n  first: {demo: {}}\n  second: {after_demo: {}}\n"
+        + ROUTE
+        + "    policies: [second, first]\n",
+        [
+            "c.yaml:10: routes[0].policies[0]: route 'api' runs after_demo 'second' before "
+            "demo 'first' (policies[1]), which must come earlier: it reads what demo sets"
+        ],
     ),
 ]
 
@@ -266,6 +371,41 @@ def test_every_problem_is_reported_at_once() -> None:
         "c.yaml:2: redis.timeout: invalid duration 'never'",
         "c.yaml:7: routes[0].upstream: no upstream named 'nope' (defined: backend)",
         "c.yaml:8: routes[0].policies[0].demo.window: invalid duration 'often'",
+    ]
+
+
+def test_problems_of_every_stage_are_reported_in_one_pass() -> None:
+    # Environment, YAML (a duplicate key) and validation problems used to come in turns:
+    # each fix revealed the next batch.
+    text = textwrap.dedent(
+        """\
+        listen: ${NOPE_NOT_SET}
+        workers: 1
+        workers: 2
+        redis: {timeout: never, pool_sise: 3}
+        upstreams:
+          backend: {targets: ["ftp://x"]}
+        polices: {}
+        routes:
+          - name: a
+            upstream: nope
+            policies: [{after_demo: {}}, {demo: {window: often}}]
+        """
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml", env={}, registry=REGISTRY)
+    assert [str(p) for p in caught.value.problems] == [
+        "c.yaml:1: environment variable NOPE_NOT_SET is not set",
+        "c.yaml:1: listen: input should be a valid string",
+        "c.yaml:3: workers: duplicate key",
+        "c.yaml:4: redis.pool_sise: unknown key, did you mean 'pool_size'?",
+        "c.yaml:4: redis.timeout: invalid duration 'never'",
+        "c.yaml:6: upstreams.backend.targets[0]: invalid target 'ftp://x' (expected http://host:port)",
+        "c.yaml:7: polices: unknown key, did you mean 'policies'?",
+        "c.yaml:10: routes[0].upstream: no upstream named 'nope' (defined: backend)",
+        "c.yaml:11: routes[0].policies[0].after_demo: route 'a' runs after_demo before demo "
+        "(policies[1]), which must come earlier: it reads what demo sets",
+        "c.yaml:11: routes[0].policies[1].demo.window: invalid duration 'often'",
     ]
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from aiohttp import web
 
+from gateway.config.loader import parse_config
+from gateway.errors import ConfigError
 from tests.policies.cache.conftest import OneGateway, fetch
 from tests.support.harness import InProcessGateway
 from tests.support.upstream import Upstream
@@ -103,3 +106,36 @@ async def test_vary_session_keeps_one_copy_per_user(
     await fetch(gw, "/home", method="POST", headers=as_user(ALICE), data=b"x")
     again = await fetch(gw, "/home", headers=as_user(BOB))
     assert again.cache == "MISS"
+
+
+@pytest.mark.parametrize(
+    ("chain", "message"),
+    [
+        (
+            ["cache: {ttl: 60s, vary_session: [user_id]}", SESSION],
+            "c.yaml:9: routes[0].policies[0].cache: route 'site' runs cache before session "
+            "(policies[1]), which must come earlier: "
+            "vary_session needs the session fields that session sets",
+        ),
+        (
+            ["cache: {ttl: 60s, vary_session: [user_id]}"],
+            "c.yaml:9: routes[0].policies[0].cache: route 'site' has no session policy before "
+            "cache: vary_session needs the session fields that session sets",
+        ),
+    ],
+    ids=["session-after-cache", "no-session"],
+)
+def test_vary_session_without_the_session_policy_first_is_refused(
+    chain: list[str], message: str
+) -> None:
+    # It used to load, and then every request with a session answered BYPASS.
+    text = routes(*chain).replace("UPSTREAM_URL", "'http://127.0.0.1:9'")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml", env={})
+    assert [str(problem) for problem in caught.value.problems] == [message]
+
+
+def test_vary_session_after_the_session_policy_loads() -> None:
+    text = routes(SESSION, "cache: {vary_session: [user_id]}", "cache: {}")
+    loaded = parse_config(text.replace("UPSTREAM_URL", "'http://127.0.0.1:9'"), "c.yaml", env={})
+    assert [spec.kind for spec in loaded.chains[0]] == ["session", "cache", "cache"]
