@@ -130,8 +130,16 @@ class Gateway:
                 elapsed,
                 upstream_seconds,
                 request.client_ip if request is not None else incoming.peer,
-                request.log if request is not None else None,
+                self._log_fields(request, incoming),
             )
+
+    @staticmethod
+    def _log_fields(request: Request | None, incoming: Incoming) -> dict[str, Any] | None:
+        fields = request.log if request is not None else None
+        aborted = incoming.conn.aborted
+        if aborted is not None:
+            fields = {**(fields or {}), "aborted": aborted}
+        return fields
 
 
 def _error(exc: HTTPError, rid: str) -> Response:

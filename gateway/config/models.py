@@ -250,6 +250,14 @@ class ClientLimits(Model):
     body_timeout: Duration = Field(
         30.0, gt=0, description="Longest wait for the next chunk of a request body (slow clients)."
     )
+    send_timeout: Duration = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Longest time a response write may stay blocked on a client that does not read; "
+            "past it the connection closes and the upstream is released. Default 30s."
+        ),
+    )
 
 
 class GatewayConfig(Model):

@@ -13,6 +13,7 @@ its answer (RFC 9112 6.1).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import httptools
@@ -20,6 +21,12 @@ from multidict import CIMultiDict
 
 from gateway.config.models import ClientLimits
 from gateway.http.incoming import ClientSide, Incoming, RequestBody
+
+# RFC 9110 7.2: uri-host [":" port], a reg-name or an IP literal; nothing a router or an
+# upstream could read as a path, a user or a second host.
+_VALID_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]*)?"
+).fullmatch
 
 # What each request header means to the listener, by lower-cased name.
 # Kinds from _HOST on are forwarded; those before it are hop-by-hop, read or not.
@@ -173,6 +180,12 @@ class HeadReader:
         headers: CIMultiDict[str] = CIMultiDict(self._pairs)
         specials = self._specials
         version = parser.get_http_version()
+        host = specials.get(_HOST)
+        if host is None:
+            if version != "1.0":  # RFC 9112 3.2: an HTTP/1.1 request must name its host
+                raise Refused(400, "bad_request")
+        elif not _VALID_HOST(host):
+            raise Refused(400, "bad_request")
         keep_alive = parser.should_keep_alive()
         expect, upgrade, body = False, None, None
         if self._framing or method == "CONNECT":
@@ -189,7 +202,7 @@ class HeadReader:
             version,
             headers,
             keep_alive,
-            specials[_HOST].lower() if _HOST in specials else "",
+            host.lower() if host is not None else "",
             specials.get(_RID),
             specials.get(_XFF),
             specials.get(_VIA),

@@ -25,6 +25,8 @@ class ClientSide(Protocol):
 
     loop: asyncio.AbstractEventLoop
     peer: str
+    aborted: str | None
+    """Why the gateway cut the connection off mid-answer (`send_timeout`), else None."""
 
     @property
     def closing(self) -> bool:

@@ -58,7 +58,7 @@ class Listener:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._empty: asyncio.Event | None = None
-        timeouts = [limits.header_timeout]
+        timeouts = [limits.header_timeout, limits.send_timeout]
         if limits.keepalive_timeout > 0:
             timeouts.append(limits.keepalive_timeout)
         self._sweep_every = min(1.0, max(0.02, min(timeouts) / 4))
@@ -117,6 +117,9 @@ class ClientConnection(asyncio.Protocol):
         self._closing = False  # close after the answer in progress
         self._reading_paused = False
         self._writing_paused = False
+        self._paused_since = 0.0
+        self.aborted: str | None = None
+        """Why the gateway cut the connection off mid-answer (`send_timeout`), for the log."""
         self._drain: asyncio.Future[None] | None = None
         # Requests being answered / waiting their turn.
         self._current: Incoming | None = None
@@ -186,6 +189,7 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self._paused_since = self.loop.time()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -283,7 +287,18 @@ class ClientConnection(asyncio.Protocol):
         listener's sweep calls this a few times per shortest timeout)."""
         limits = self.listener.limits
         reader = self._reader
-        if reader.in_head:
+        if self._writing_paused and now - self._paused_since > limits.send_timeout:
+            # A client that does not read would hold its buffer, and through a streamed
+            # answer the upstream connection, forever. abort(): close() would wait for the
+            # buffer to drain, which is what never happens.
+            log.info(
+                "closed a connection from %s that read nothing for %gs (send_timeout)",
+                self.peer,
+                limits.send_timeout,
+            )
+            self.aborted = "send_timeout"
+            self.abort()
+        elif reader.in_head:
             if now - reader.head_started > limits.header_timeout:
                 log.info(
                     "closed a connection whose request head took over %gs", limits.header_timeout
