@@ -1,9 +1,9 @@
 """An aiohttp application with the gateway's policies in it, from the gateway's own config.
 
-    .venv/bin/python examples/aiohttp_app.py          # config.example.yaml, port 8000
-    curl -i localhost:8000/hello                      # RateLimit headers of `per-client`
-    curl -i localhost:8000/catalog                    # X-Cache: MISS, then HIT (the handler runs once)
-    curl -i localhost:8000/account                    # 401 until a session exists
+    .venv/bin/python examples/aiohttp_app.py    # config.example.yaml, port 8000
+    curl -i localhost:8000/hello                # RateLimit headers of `per-client`
+    curl -i localhost:8000/catalog              # X-Cache: MISS, then HIT (one handler run)
+    curl -i localhost:8000/account              # 401 until a session exists
 
 `GATEWAY_CONFIG` names the file (default `config.example.yaml`), `PORT` the port. With the same
 `REDIS_URL` as a `gateway run` of that file, `per-client` is one bucket for the app and the edge.

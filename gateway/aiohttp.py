@@ -18,6 +18,7 @@ import functools
 import inspect
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -328,7 +329,10 @@ class _Exchange:
             raise HTTPError() from None
         session = request.context.get("session")
         if session is not None:
-            seen["session"] = session
+            # The contract's string key; aiohttp would warn once that it prefers RequestKeys.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", web.NotAppKeyWarning)
+                seen["session"] = session
         try:
             answer = await self.handler(seen)
         except web.HTTPException as exc:  # the handler's 404 or redirect is an answer too
