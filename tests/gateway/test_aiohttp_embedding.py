@@ -253,3 +253,75 @@ def test_declarations_in_code_are_checked_where_they_are_written(tmp_path: Path)
         policies.middleware(routes={"login": ["per-client"]})
     with pytest.raises(ConfigError, match=re.escape(__file__) + r":\d+: policies\.x\.rate_limit"):
         Policies(policies={"x": {"rate_limit": {"algorithm": "sliding_window", "limit": 0}}})
+
+
+async def test_streamed_and_file_answers_pass_through_and_are_never_stored(
+    aiohttp_client: Client, tmp_path: Path
+) -> None:
+    policies = Policies.from_config(config_file(tmp_path, LIMITS))
+    runs = []
+    document = tmp_path / "doc.txt"
+    document.write_bytes(b"a file\n")
+    limit = {"algorithm": "sliding_window", "limit": 2, "window": "1m", "key": "client_ip"}
+    # Inline declarations: one bucket per route (`route:<name>` keys).
+    declarations = ({"rate_limit": limit}, {"cache": {"ttl": "30s"}})
+
+    @policies.chain("stream", *declarations)
+    async def stream(request: web.Request) -> web.StreamResponse:
+        runs.append("stream")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)  # sent before the policies see it
+        await response.write(b"chunk 1\n")
+        await response.write(b"chunk 2\n")
+        return response
+
+    @policies.chain("file", *declarations)
+    async def file(request: web.Request) -> web.StreamResponse:
+        runs.append("file")
+        return web.FileResponse(document)
+
+    app = web.Application()
+    app.cleanup_ctx.append(policies.cleanup_ctx)
+    app.router.add_get("/stream", stream)
+    app.router.add_get("/file", file)
+    client = await aiohttp_client(app)
+
+    for _ in range(2):
+        streamed = await client.get("/stream")
+        assert (streamed.status, await streamed.read()) == (200, b"chunk 1\nchunk 2\n")
+        served = await client.get("/file")
+        assert (served.status, await served.read()) == (200, b"a file\n")
+        # Not yet sent when the chain finished: it carries what the policies added.
+        assert served.headers["RateLimit-Policy"] == '"rate_limit";q=2;w=60'
+        assert "no-store" not in served.headers.get("Cache-Control", "")
+    assert runs == ["stream", "file", "stream", "file"]  # nothing was served from the cache
+    assert (await client.get("/file")).status == 429
+
+
+async def test_the_handlers_own_errors_go_through_the_chain(
+    aiohttp_client: Client, tmp_path: Path
+) -> None:
+    policies = Policies.from_config(config_file(tmp_path, LIMITS))
+
+    @policies.chain("missing", "per-client")
+    async def missing(request: web.Request) -> web.Response:
+        raise web.HTTPNotFound(text="no such order")
+
+    app = web.Application()
+    app.cleanup_ctx.append(policies.cleanup_ctx)
+    app.router.add_get("/missing", missing)
+    client = await aiohttp_client(app)
+    response = await client.get("/missing")
+    assert (response.status, await response.text()) == (404, "no such order")
+    assert response.headers["RateLimit"].startswith('"per-client";r=2')
+
+
+async def test_without_cleanup_ctx_the_error_says_what_is_missing(
+    aiohttp_client: Client, tmp_path: Path
+) -> None:
+    policies = Policies.from_config(config_file(tmp_path, LIMITS))
+    app = web.Application()
+    app.router.add_get("/orders", policies.chain("orders", "per-client")(ok))
+    client = await aiohttp_client(app)
+    response = await client.get("/orders")
+    assert response.status == 500
