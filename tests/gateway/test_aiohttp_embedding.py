@@ -106,7 +106,7 @@ async def test_a_cached_handler_runs_once_for_two_gets(
     @policies.chain("catalog", {"cache": {"ttl": "30s"}})
     async def catalog(request: web.Request) -> web.Response:
         runs.append(1)
-        return web.json_response({"items": [1, 2, 3]})
+        return web.json_response({"items": [1, 2, 3]}, headers={"ETag": '"v1"'})
 
     app = web.Application()
     app.cleanup_ctx.append(policies.cleanup_ctx)
@@ -119,6 +119,9 @@ async def test_a_cached_handler_runs_once_for_two_gets(
     assert await first.json() == await second.json() == {"items": [1, 2, 3]}
     assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
     assert int(second.headers["Age"]) >= 0
+    revalidated = await client.get("/catalog", headers={"If-None-Match": '"v1"'})
+    assert (revalidated.status, await revalidated.read()) == (304, b"")
+    assert revalidated.headers["X-Cache"] == "HIT"
     assert len(runs) == 1
 
 
