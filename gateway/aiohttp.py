@@ -139,15 +139,10 @@ class Policies:
         self._key: web.AppKey[_Running] = web.AppKey("gateway.policies", _Running)
         self._forwarding = Forwarding(loaded.model.trusted_proxies)
         self._ids = RequestIds()
-        no_targets = UpstreamConfig.model_construct(targets=[], timeouts=Timeouts())
-        self._handler = _HandlerInfo(no_targets)
+        self._handler = _HandlerInfo(
+            UpstreamConfig.model_construct(targets=[], timeouts=Timeouts())
+        )
         self._chains: dict[str, list[PolicySpec]] = {}
-        self._terminal = _call_handler
-
-    @property
-    def definitions(self) -> list[str]:
-        """The names of the file's policy definitions."""
-        return list(self.loaded.named)
 
     # -- declaring ----------------------------------------------------------------------
     def chain(
@@ -215,9 +210,8 @@ class Policies:
         background = Background()
         users: dict[str, list[str]] = {}
         for route, specs in self._chains.items():
-            for spec in specs:
-                if spec.name is not None:
-                    users.setdefault(spec.name, []).append(route)
+            for name in dict.fromkeys(spec.name for spec in specs if spec.name is not None):
+                users.setdefault(name, []).append(route)
         named: dict[str, Policy] = {}
         built: list[Policy] = []
         chains: dict[str, tuple[_Route, Handler]] = {}
@@ -234,7 +228,7 @@ class Policies:
                         named[spec.name] = policy
                 instances.append(policy)
             info = _Route(route, tuple(instances), model.max_request_body, self._handler)
-            chains[route] = (info, compose(instances, self._terminal))
+            chains[route] = (info, compose(instances, _call_handler))
         running = _Running(store, background, built, chains)
         started = 0
         try:

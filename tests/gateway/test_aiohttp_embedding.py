@@ -236,7 +236,7 @@ def test_a_bad_config_raises_config_error_with_the_path(tmp_path: Path) -> None:
 
 def test_routes_and_upstreams_are_optional_only_when_embedding(tmp_path: Path) -> None:
     path = config_file(tmp_path, LIMITS)
-    assert Policies.from_config(path).definitions == ["per-client"]
+    assert list(Policies.from_config(path).loaded.named) == ["per-client"]
     with pytest.raises(ConfigError) as caught:  # `gateway run` still needs them
         parse_config(Path(path).read_text(), path)
     assert [p.path for p in caught.value.problems] == ["routes", "upstreams"]
