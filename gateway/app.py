@@ -90,14 +90,14 @@ class Gateway:
             )
             response = await route.handler(request)
         except BadPath as exc:
-            response = _error(BadRequest(extra={"reason": str(exc)}), rid)
+            response = error_response(BadRequest(extra={"reason": str(exc)}), rid)
         except HTTPError as exc:
             if isinstance(exc, UpstreamError) and route is not None:
                 self.metrics.upstream_errors.labels(route.config.upstream, exc.code).inc()
-            response = _error(exc, rid)
+            response = error_response(exc, rid)
         except Exception:
             log.exception("request %s failed", rid)
-            response = _error(HTTPError(), rid)
+            response = error_response(HTTPError(), rid)
 
         response.headers["X-Request-ID"] = rid
         if response.upgrade is not None:
@@ -142,7 +142,8 @@ class Gateway:
         return fields
 
 
-def _error(exc: HTTPError, rid: str) -> Response:
+def error_response(exc: HTTPError, rid: str) -> Response:
+    """The gateway's JSON answer for `exc` (also what `gateway.aiohttp` answers)."""
     payload: dict[str, Any] = {"error": exc.code, "request_id": rid}
     payload.update(exc.extra)
     return Response.json(exc.status, payload, exc.headers)

@@ -25,6 +25,22 @@ from gateway.upstream.pool import Upstream
 log = logging.getLogger("gateway.runtime")
 
 
+def policy_context(
+    spec: PolicySpec,
+    route: str,
+    routes: tuple[str, ...],
+    store: Store,
+    metrics: Metrics,
+    background: Background,
+) -> PolicyContext:
+    """The context of the instance built from `spec`: a named definition's store keys are
+    `policy:<name>`, shared by every route and every process (or app) that uses the file;
+    an inline declaration's are `route:<route>`."""
+    name = spec.name or spec.kind
+    scope = f"policy:{spec.name}" if spec.name else f"route:{route}"
+    return PolicyContext(name, scope, store, metrics, background, routes)
+
+
 class Runtime:
     """Everything a request needs from the config, built once."""
 
@@ -83,9 +99,8 @@ class Runtime:
     def _build(
         self, spec: PolicySpec, loc: tuple[Any, ...], route: str, routes: tuple[str, ...]
     ) -> Policy:
-        name = spec.name or spec.kind
-        scope = f"policy:{spec.name}" if spec.name else f"route:{route}"
-        context = PolicyContext(name, scope, self.store, self.metrics, self.background, routes)
+        context = policy_context(spec, route, routes, self.store, self.metrics, self.background)
+        name = context.name
         try:
             return spec.cls(spec.options, context)
         except ConfigError:

@@ -287,3 +287,15 @@ class GatewayConfig(Model):
         min_length=1,
         description=("The first route in file order whose host and path match owns the request."),
     )
+
+
+class EmbeddedConfig(GatewayConfig):
+    """The same file as `gateway.aiohttp.Policies` reads it: only `redis` and `policies` are
+    used there, so `upstreams` and `routes` may be left out (they are checked when present)."""
+
+    upstreams: dict[Name, UpstreamConfig] = Field(
+        default_factory=dict, description="Named upstream pools; default none."
+    )
+    routes: list[RouteConfig] = Field(
+        default_factory=list, description="The gateway's routes; default none."
+    )
