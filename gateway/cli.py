@@ -36,6 +36,7 @@ def _load(path: str, registry: Registry) -> LoadedConfig | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.logs import setup_logging
+    from gateway.server import StartError
     from gateway.supervisor import Supervisor
     from gateway.worker import _run
 
@@ -66,8 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         _run(main())
-    except OSError as exc:
-        print(f"cannot serve {loaded.model.listen}: {exc.strerror}", file=sys.stderr)
+    except StartError as exc:
+        print(str(exc), file=sys.stderr)
         return 1
     return result[0] if result else 1
 
