@@ -120,6 +120,22 @@ def test_readme_config_reference_matches_the_models() -> None:
         pytest.fail("README's config reference is stale: run `make readme`")
 
 
+def test_run_workers_auto_is_refused_with_memory_like_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        "upstreams:\n  backend: {targets: ['http://127.0.0.1:9']}\n"
+        "routes:\n  - {name: api, match: {path: /api}, upstream: backend}\n"
+    )
+    result = gateway("run", "-c", str(config), "--workers", "auto")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "memory:// holds state in one process: use --workers 1 or a redis:// store"
+    ]
+    result = gateway("run", "-c", str(config), "--workers", "0")
+    assert result.returncode == 2
+    assert "expected 1 to 256 or 'auto', got '0'" in result.stderr
+
+
 # -- make demo with a port taken (issue 21, item 7) ---------------------------------------------
 
 

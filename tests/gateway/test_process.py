@@ -333,3 +333,17 @@ async def test_workers_end_with_a_killed_supervisor(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert not _listening(port)
+
+
+# -- `--workers auto` (item 8) ------------------------------------------------------------------
+
+
+async def test_workers_auto_on_the_command_line_starts_one_per_cpu(
+    tmp_path: Path, upstream: Upstream, redis_url: str, running: Callable[..., object]
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin, extra=f"redis: {{url: '{redis_url}'}}\n")
+    gateway: GatewayProcess = await running(config, "--workers", "auto")  # type: ignore[operator]
+    assert len(gateway.worker_pids()) == (os.cpu_count() or 1)
+    assert f"with {os.cpu_count() or 1} worker(s)" in gateway.stderr
