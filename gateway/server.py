@@ -104,9 +104,10 @@ async def serve(server: Listener, sock: socket.socket) -> Listener:
     return server
 
 
-async def drain(server: Listener, timeout: float) -> None:
-    """Stop accepting, let in-flight requests finish (up to `timeout`), close the rest."""
-    await server.shutdown(timeout)
+async def drain(server: Listener, timeout: float) -> int:
+    """Stop accepting, let in-flight requests finish (up to `timeout`), close the rest;
+    returns how many were cut off."""
+    return await server.shutdown(timeout)
 
 
 async def start_app(

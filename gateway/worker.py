@@ -67,7 +67,16 @@ class WorkerProcess:
         log.info("worker %d serving %s", os.getpid(), model.listen)
         await stop.wait()
         log.info("worker %d draining (up to %ss)", os.getpid(), model.shutdown_timeout)
-        await drain(server, model.shutdown_timeout)
+        cut_off = await drain(server, model.shutdown_timeout)
+        if cut_off:
+            log.warning(
+                "shutdown_timeout (%ss) reached: %d request(s) still in progress abandoned "
+                "(each has an access-log line with status 0)",
+                model.shutdown_timeout,
+                cut_off,
+            )
+        if gateway.access_log is not None:
+            gateway.access_log.flush()
         await control_runner.cleanup()
         await gateway.runtime.stop()
         await store.close()

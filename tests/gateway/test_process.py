@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -347,3 +348,47 @@ async def test_workers_auto_on_the_command_line_starts_one_per_cpu(
     gateway: GatewayProcess = await running(config, "--workers", "auto")  # type: ignore[operator]
     assert len(gateway.worker_pids()) == (os.cpu_count() or 1)
     assert f"with {os.cpu_count() or 1} worker(s)" in gateway.stderr
+
+
+# -- requests cut off by shutdown_timeout (item 9) ----------------------------------------------
+
+
+async def test_requests_cut_off_by_shutdown_timeout_are_logged(
+    tmp_path: Path, upstream: Upstream, running: Callable[..., object]
+) -> None:
+    arrived: list[str] = []
+    both = asyncio.Event()
+    never = asyncio.Event()
+
+    async def stuck(request: web.Request) -> web.Response:
+        arrived.append(request.path)
+        if len(arrived) == 2:
+            both.set()
+        await never.wait()
+        return web.Response(text="too late")
+
+    upstream.route("/api/stuck", stuck)
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin)
+    config.write_text(config.read_text().replace("shutdown_timeout: 10s", "shutdown_timeout: 1s"))
+    gateway: GatewayProcess = await running(config)  # type: ignore[operator]
+    cut = [asyncio.ensure_future(get(f"http://127.0.0.1:{port}/api/stuck")) for _ in range(2)]
+    await both.wait()
+    gateway.signal(signal.SIGTERM)
+    assert await gateway.wait() == 0
+    for request in cut:
+        with pytest.raises(aiohttp.ClientError):
+            await request
+    never.set()
+    assert "shutdown_timeout (1.0s) reached: 2 request(s) still in progress abandoned" in (
+        gateway.stderr
+    )
+    lines = [json.loads(line) for line in gateway.stdout_lines]
+    abandoned = [line for line in lines if line["path"] == "/api/stuck"]
+    assert len(abandoned) == 2
+    for line in abandoned:
+        assert line["status"] == 0
+        assert line["bytes"] == 0
+        assert line["route"] == "api"
+        assert line["duration_ms"] >= 1000
