@@ -276,39 +276,44 @@ class Supervisor:
                 await process.wait()
 
     async def _sighup(self) -> None:
-        try:
-            warnings = await self.reload()
-        except ConfigError as exc:
-            log.error("reload refused, still serving the previous config:\n%s", exc)
-        else:
-            for warning in warnings:
-                log.warning("%s", warning)
+        with contextlib.suppress(ConfigError):  # logged by reload
+            await self.reload("SIGHUP")
 
     # -- reload -----------------------------------------------------------------------------
-    async def reload(self) -> list[str]:
-        """Validate the file, prepare it in every worker, then commit everywhere (or nowhere)."""
+    async def reload(self, source: str) -> list[str]:
+        """Validate the file, prepare it in every worker, then commit everywhere (or nowhere).
+        Logs the outcome alike whatever asked for it (`source`: SIGHUP, POST /-/reload)."""
         async with self._reload_lock:
             try:
                 loaded = load_config(self.loaded.file, registry=self.registry)
                 await self._prepare_all(loaded)
-            except ConfigError:
+            except ConfigError as exc:
                 self.reloads.labels("refused").inc()
+                log.error(
+                    "reload (%s) refused, still serving the previous config:\n%s", source, exc
+                )
                 raise
             await asyncio.gather(
                 *(w.call("POST", "/-/internal/commit") for w in self.workers if w.alive)
             )
             self._write_text(loaded.text)
             warnings = list(loaded.warnings)
+            # Against what runs, not against the previous file: a value put back to the one in
+            # force has nothing left to wait for.
             changed = [
                 key
                 for key in _RESTART_ONLY
-                if getattr(loaded.model, key) != getattr(self.loaded.model, key)
+                if getattr(loaded.model, key) != getattr(self.running, key)
             ]
             if changed:
                 warnings.append(f"changes to {', '.join(changed)} take effect after a restart")
             self.loaded = loaded
             self.reloads.labels("ok").inc()
-            log.info("config reloaded in %d worker(s)", sum(w.alive for w in self.workers))
+            for warning in warnings:
+                log.warning("reload (%s): %s", source, warning)
+            log.info(
+                "config reloaded in %d worker(s) (%s)", sum(w.alive for w in self.workers), source
+            )
             return warnings
 
     async def _prepare_all(self, loaded: LoadedConfig) -> None:
@@ -382,7 +387,7 @@ class SupervisorControl:
         return generate_latest(registry) + generate_latest(self.supervisor.registry_metrics)
 
     async def reload(self) -> list[str]:
-        return await self.supervisor.reload()
+        return await self.supervisor.reload("POST /-/reload")
 
     async def policy_call(self, policy: str, endpoint: str, body: Any) -> tuple[int, Any]:
         # Policies keep shared state in the store, so one worker speaks for all (and with

@@ -392,3 +392,49 @@ async def test_requests_cut_off_by_shutdown_timeout_are_logged(
         assert line["bytes"] == 0
         assert line["route"] == "api"
         assert line["duration_ms"] >= 1000
+
+
+# -- reload logging (item 10) -------------------------------------------------------------------
+
+
+async def test_refused_reloads_are_logged_alike_and_restart_warnings_compare_with_what_runs(
+    tmp_path: Path, upstream: Upstream, running: Callable[..., object]
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin)
+    gateway: GatewayProcess = await running(config)  # type: ignore[operator]
+    good = config.read_text()
+
+    config.write_text(good + "max_request_body: lots\n")
+    mark = len(gateway.stderr_lines)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{admin}/-/reload") as response,
+    ):
+        assert response.status == 400
+    by_admin = await gateway.wait_for("refused", after=mark, timeout=10)
+    mark = len(gateway.stderr_lines)
+    gateway.signal(signal.SIGHUP)
+    by_signal = await gateway.wait_for("refused", after=mark, timeout=10)
+    shape = "reload ({}) refused, still serving the previous config:\\n{}:8: max_request_body"
+    assert shape.format("POST /-/reload", config) in by_admin
+    assert shape.format("SIGHUP", config) in by_signal
+
+    # A new listen waits for a restart; the running one put back has nothing to wait for.
+    other = free_port()
+    config.write_text(good.replace(f"listen: 127.0.0.1:{port}", f"listen: 127.0.0.1:{other}"))
+    mark = len(gateway.stderr_lines)
+    gateway.signal(signal.SIGHUP)
+    await gateway.wait_for("config reloaded in 1 worker(s) (SIGHUP)", after=mark)
+    assert "changes to listen take effect after a restart" in "".join(gateway.stderr_lines[mark:])
+
+    config.write_text(good)
+    mark = len(gateway.stderr_lines)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{admin}/-/reload") as response,
+    ):
+        assert (await response.json())["warnings"] == []
+    await gateway.wait_for("config reloaded in 1 worker(s) (POST /-/reload)", after=mark)
+    assert "after a restart" not in "".join(gateway.stderr_lines[mark:])
