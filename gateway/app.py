@@ -6,6 +6,7 @@ carry their status and code; anything else is a 500 whose traceback stays in the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -89,6 +90,9 @@ class Gateway:
                 incoming=incoming,
             )
             response = await route.handler(request)
+        except asyncio.CancelledError:
+            self._cut_off(incoming, rid, route_name, path, started, request)
+            raise
         except BadPath as exc:
             response = error_response(BadRequest(extra={"reason": str(exc)}), rid)
         except HTTPError as exc:
@@ -100,17 +104,21 @@ class Gateway:
             response = error_response(HTTPError(), rid)
 
         response.headers["X-Request-ID"] = rid
-        if response.upgrade is not None:
-            await response.upgrade(incoming)
-            sent = 0
-        else:
-            whole = response.stream.buffered() if response.stream is not None else None
-            if whole is not None:
-                response.body, response.stream = whole, None
-            if response.stream is None:
-                sent = complete(incoming, response)
+        try:
+            if response.upgrade is not None:
+                await response.upgrade(incoming)
+                sent = 0
             else:
-                sent = await stream(incoming, response, rid)
+                whole = response.stream.buffered() if response.stream is not None else None
+                if whole is not None:
+                    response.body, response.stream = whole, None
+                if response.stream is None:
+                    sent = complete(incoming, response)
+                else:
+                    sent = await stream(incoming, response, rid)
+        except asyncio.CancelledError:
+            self._cut_off(incoming, rid, route_name, path, started, request)
+            raise
 
         elapsed = time.perf_counter() - started
         self.metrics.request(route_name or "", response.status, elapsed)
@@ -140,6 +148,31 @@ class Gateway:
         if aborted is not None:
             fields = {**(fields or {}), "aborted": aborted}
         return fields
+
+    def _cut_off(
+        self,
+        incoming: Incoming,
+        rid: str,
+        route_name: str | None,
+        path: str,
+        started: float,
+        request: Request | None,
+    ) -> None:
+        """The listener cancelled this request (`shutdown_timeout`): its access line says
+        status 0 (no complete answer) and bytes 0."""
+        if self.access_log is not None:
+            self.access_log.request(
+                rid,
+                route_name,
+                incoming.method,
+                path,
+                0,
+                0,
+                time.perf_counter() - started,
+                request.upstream_seconds if request is not None else None,
+                request.client_ip if request is not None else incoming.peer,
+                self._log_fields(request, incoming),
+            )
 
 
 def error_response(exc: HTTPError, rid: str) -> Response:

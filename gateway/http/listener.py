@@ -84,8 +84,9 @@ class Listener:
         if not self.connections and self._empty is not None:
             self._empty.set()
 
-    async def shutdown(self, timeout: float) -> None:
-        """Stop accepting; let requests in progress finish (up to `timeout`); close the rest."""
+    async def shutdown(self, timeout: float) -> int:
+        """Stop accepting; let requests in progress finish (up to `timeout`); close the rest.
+        Returns how many requests were still in progress then, and so were cut off."""
         self.closing = True
         if self._server is not None:
             self._server.close()
@@ -95,11 +96,16 @@ class Listener:
             self._empty = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._empty.wait(), timeout)
-        for conn in list(self.connections):
-            conn.abort()
+        # A handler still running is cancelled, not left waiting for an answer that nobody
+        # will receive: so each writes its access line (status 0) before the process ends.
+        cut_off = [conn.cut_off() for conn in list(self.connections)]
+        tasks = [task for task in cut_off if task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=1)
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        return len(tasks)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -387,6 +393,16 @@ class ClientConnection(asyncio.Protocol):
         self._closing = True
         if self._current is None and self._tunnel is None:
             self.close()
+
+    def cut_off(self) -> asyncio.Task[None] | None:
+        """Abort the connection; returns its task when it was answering a request (now
+        cancelled), else None."""
+        self.abort()
+        task = self._task
+        if self._current is None or task is None or task.done():
+            return None
+        task.cancel()
+        return task
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -54,8 +54,12 @@ class LocalControl:
         try:
             loaded = load_config(self.runtime.loaded.file, registry=self.registry)
             await self.prepare(loaded)
-        except ConfigError:
+        except ConfigError as exc:
             reloads.labels("refused").inc()
+            # Worded as the supervisor's, so one search finds refused reloads of both.
+            log.error(
+                "reload (%s) refused, still serving the previous config:\n%s", "POST /-/reload", exc
+            )
             raise
         await self.commit()
         reloads.labels("ok").inc()
