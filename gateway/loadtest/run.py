@@ -80,6 +80,7 @@ def run(settings: Settings, targets: Sequence[Target], setup: Setup) -> Outcome:
         for _ in range(settings.processes):
             workers.append(subprocess.Popen(settings.worker_argv, stdin=subprocess.DEVNULL))
         _wait_for_workers(runner, settings.expect_workers, workers)
+        print(f"{settings.expect_workers} workers connected", flush=True)
         runner.send_message(_SETUP, {"run": setup.run, "sessions": setup.sessions})
     else:
         runner = env.create_local_runner()
