@@ -127,8 +127,8 @@ def load_plan(path: str | None, routes: list[str]) -> Plan:
                 where = (*loc, *error["loc"])
                 # A bad default is reported once, under `defaults`.
                 key = error["loc"][0]
-                inherited = key in plan.defaults and key not in plan.routes.get(str(loc[1]), {})
-                if loc[0] == "routes" and inherited:
+                own = plan.routes[str(loc[1])] if loc[0] == "routes" else {}
+                if loc[0] == "routes" and key in plan.defaults and key not in own:
                     continue
                 add(where, _message(error))
     if problems:
