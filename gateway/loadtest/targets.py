@@ -95,7 +95,7 @@ def build_targets(
             skipped[route.name] = "skip: true in the plan"
             continue
         if route.websocket:
-            skipped[route.name] = "a WebSocket route (not load-tested)"
+            skipped[route.name] = "a WebSocket route"
             continue
         methods = route.match.methods
         method = route_plan.method or ("GET" if not methods or "GET" in methods else methods[0])

@@ -126,6 +126,8 @@ def _task(target: Target, setup: Setup, ledger: Ledger) -> Callable[[Any], None]
             status = int(resp.status_code or 0)
             cache = (resp.headers.get("X-Cache") or "").upper() if status else ""
             why = explain(target, status, credential)
+            if status == 0:
+                why = f"no answer: {resp.error!r}"
             if why is None:
                 resp.success()
             else:

@@ -68,11 +68,8 @@ class RouteVerdict:
         did = []
         if self.expected is not None:
             reached = max(self.expected.reached, 1)
-            low, high = self.tolerance
-            did.append(
-                f"429 {self.limited / reached:.0%} (limits: "
-                f"{1 - high / reached:.0%}..{1 - low / reached:.0%})"
-            )
+            low, high = (min(1.0, n / reached) for n in self.tolerance)
+            did.append(f"429 {self.limited / reached:.0%} (limits: {1 - high:.0%}..{1 - low:.0%})")
         if self.hits is not None:
             did.append(f"hits {self.hits:.0%}")
         if self.unknown_401 is not None:
@@ -248,9 +245,9 @@ def judge(
             v.misses.append(f"p99 {v.p99:.0f} ms > {plan.p99_ms:g} ms")
         if v.rps < plan.min_rps:
             v.misses.append(f"{v.rps:.1f} rps < {plan.min_rps:g}")
-        if target.cached:
-            answered = [r for r in mine if 200 <= r[2] < 400]
-            v.hits = sum(r[3] in ("HIT", "STALE") for r in answered) / max(len(answered), 1)
+        answered = [r for r in mine if 200 <= r[2] < 400]
+        if target.cached and answered:  # none: earlier steps answered all (as declared)
+            v.hits = sum(r[3] in ("HIT", "STALE") for r in answered) / len(answered)
             if v.hits < plan.min_hit_share:
                 v.misses.append(f"cache hits {v.hits:.0%} < {plan.min_hit_share:.0%}")
         if target.session is not None:
