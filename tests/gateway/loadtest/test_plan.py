@@ -64,3 +64,21 @@ def test_problems_name_the_file_line_and_key(
 def test_an_unreadable_plan_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_plan(str(tmp_path / "missing.yaml"), ROUTES)
+
+
+def test_the_readme_plan_and_commands_are_what_the_cli_takes(tmp_path: Path) -> None:
+    from gateway.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    text = readme[readme.index("## Load-test your own config") :]
+    text = text[: text.index("\n## ")]
+    plan = text[text.index("```yaml\n") + 8 :]
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan[: plan.index("```")])
+    load_plan(str(path), ["catalog", "orders", "account", "internal"])
+    block = text[text.index("```sh\n") + 6 :]
+    block = block[: block.index("```")].replace("\\\n", " ")
+    commands = [line.split("#")[0].split() for line in block.splitlines() if "loadtest" in line]
+    assert len(commands) == 2
+    for words in commands:
+        build_parser().parse_args(words[1:])
