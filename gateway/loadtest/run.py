@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gevent
+import gevent  # type: ignore[import-untyped]
 from locust.env import Environment
 from locust.html import get_html_report
 from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, Runner
@@ -73,10 +74,10 @@ def run(settings: Settings, targets: Sequence[Target], setup: Setup) -> Outcome:
         runner = env.create_master_runner(settings.master_bind, settings.master_port)
 
         def on_report(client_id: str, data: dict[str, Any]) -> None:
-            records.extend(tuple(r) for r in data.get(_REPORT_KEY, ()))  # type: ignore[misc]
+            records.extend(tuple(r) for r in data.get(_REPORT_KEY, ()))
             reports[client_id] = reports.get(client_id, 0) + 1
 
-        env.events.worker_report.add_listener(on_report)
+        env.events.worker_report.add_listener(on_report)  # type: ignore[no-untyped-call]
         for _ in range(settings.processes):
             workers.append(subprocess.Popen(settings.worker_argv, stdin=subprocess.DEVNULL))
         _wait_for_workers(runner, settings.expect_workers, workers)
@@ -85,6 +86,8 @@ def run(settings: Settings, targets: Sequence[Target], setup: Setup) -> Outcome:
     else:
         runner = env.create_local_runner()
     if settings.web_port is not None:
+        # Locust's UI re-reads sys.argv with its own parser on every page; ours is parsed.
+        sys.argv = sys.argv[:1]
         env.create_web_ui("127.0.0.1", settings.web_port)
         print(f"Locust's web UI: http://127.0.0.1:{settings.web_port}", flush=True)
     writer = None
@@ -146,7 +149,7 @@ def run_worker(settings: Settings, targets: Sequence[Target]) -> None:
         data[_REPORT_KEY] = ledger.drain()
 
     runner.register_message(_SETUP, on_setup)
-    env.events.report_to_master.add_listener(on_report)
+    env.events.report_to_master.add_listener(on_report)  # type: ignore[no-untyped-call]
     if runner.greenlet is not None:
         runner.greenlet.join()
 
@@ -185,5 +188,5 @@ def _final_reports(env: Environment, reports: Path) -> None:
     ):
         with open(reports / f"{PREFIX}_{suffix}.csv", "w", newline="", encoding="utf-8") as out:
             write(csv.writer(out))
-    html = get_html_report(env, show_download_link=False)
+    html = get_html_report(env, show_download_link=False)  # type: ignore[no-untyped-call]
     (reports / f"{PREFIX}.html").write_text(html, encoding="utf-8")

@@ -11,6 +11,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.loadtest.limits import admitted
 from gateway.loadtest.targets import ANONYMOUS, UNKNOWN_SESSION, Limiter, Record, Target, explain
@@ -102,7 +103,10 @@ def table(verdicts: Sequence[RouteVerdict]) -> str:
 
 
 def identity(
-    limiter: Limiter, target: Target, record: Record, sessions: Mapping[str, Sequence[dict]]
+    limiter: Limiter,
+    target: Target,
+    record: Record,
+    sessions: Mapping[str, Sequence[dict[str, Any]]],
 ) -> tuple[str, bool]:
     """(the bucket identity the limiter counts this request by, whether it is new this run)."""
     _, _, _, _, credential, key = record
@@ -139,7 +143,7 @@ def identity(
 def expected_limited(
     targets: Sequence[Target],
     records: Sequence[Record],
-    sessions: Mapping[str, Sequence[dict]],
+    sessions: Mapping[str, Sequence[dict[str, Any]]],
 ) -> tuple[dict[int, bool], dict[str, Expected]]:
     """(record index -> whether the declared limits refuse it, route -> Expected).
 
@@ -161,19 +165,18 @@ def expected_limited(
         stale_buckets: set[str] = set()
         counted: dict[str, set[str]] = defaultdict(set)
         for index, record in enumerate(records):
-            target = by_route.get(record[0])
+            found = by_route.get(record[0])
             if (
-                target is None
+                found is None
                 or record[2] == 0
-                or not _reaches(target, scope, record, refused, index)
+                or not _reaches(found, scope, record, refused, index)
             ):
                 continue
-            who, fresh = identity(limiter, target, record, sessions)
-            bucket = who if "route" not in limiter.key else f"{target.route}\x1f{who}"
-            buckets[bucket].append(index)
-            counted[target.route].add(bucket)
+            who, fresh = identity(limiter, found, record, sessions)
+            buckets[who].append(index)
+            counted[found.route].add(who)
             if not fresh:
-                stale_buckets.add(bucket)
+                stale_buckets.add(who)
         for indexes in buckets.values():
             indexes.sort(key=lambda i: records[i][1])
             verdicts = admitted([records[i][1] for i in indexes], limiter.limits)
@@ -186,9 +189,9 @@ def expected_limited(
             expected[route].buckets += len(names)
             expected[route].stale += ceiling * len(names & stale_buckets)
     for i in reached:
-        route = expected[records[i][0]]
-        route.reached += 1
-        route.admitted += not refused[i]
+        tally = expected[records[i][0]]
+        tally.reached += 1
+        tally.admitted += not refused[i]
     return refused, expected
 
 
@@ -217,7 +220,7 @@ def judge(
     records: Sequence[Record],
     latency: Mapping[str, Latency],
     duration: float,
-    sessions: Mapping[str, Sequence[dict]],
+    sessions: Mapping[str, Sequence[dict[str, Any]]],
 ) -> list[RouteVerdict]:
     """One verdict per target, in config order."""
     _, expected = expected_limited(targets, records, sessions)

@@ -7,12 +7,14 @@ the deployment enforces, while `gateway loadtest` reads the file with the declar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.support.harness import GatewayProcess
@@ -187,3 +189,22 @@ async def test_bad_arguments_exit_2_with_one_clear_line(
     assert code == 2, out + err
     assert "Traceback" not in err
     assert message in err.strip().splitlines()[-1], err
+
+
+async def test_web_serves_locusts_ui_during_the_run(deployment: Deployment) -> None:
+    await deployment.start(limit=3)
+    port = free_port()
+    run = asyncio.ensure_future(deployment.loadtest("--web", "--web-port", str(port)))
+    seen: list[int] = []
+    async with aiohttp.ClientSession() as client:
+        for _ in range(300):  # bounded: 30 s
+            with contextlib.suppress(aiohttp.ClientError):
+                async with client.get(f"http://127.0.0.1:{port}/") as answer:
+                    seen.append(answer.status)
+                    if answer.status == 200 and "locust" in (await answer.text()).lower():
+                        break
+            await asyncio.sleep(0.1)
+    code, out, err = await run
+    assert seen[-1:] == [200], out + err
+    assert code == 0, out + err
+    assert f"Locust's web UI: http://127.0.0.1:{port}" in out
