@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.loader import LoadedConfig
-from gateway.config.models import split_listen
+from gateway.config.models import RedisConfig, split_listen
 from gateway.errors import StoreUnavailable
 
 _TTL = 3600.0
@@ -64,7 +64,7 @@ def create(loaded: LoadedConfig, sessions: Sessions, admin: str | None) -> None:
     for entries in sessions.values():
         for entry in entries:
             entry["id"] = secrets.token_urlsafe(32)
-    asyncio.run(_on_store(loaded, sessions, remove=False))
+    write(loaded.model.redis, sessions)
 
 
 def remove(loaded: LoadedConfig, sessions: Sessions, admin: str | None) -> None:
@@ -76,13 +76,17 @@ def remove(loaded: LoadedConfig, sessions: Sessions, admin: str | None) -> None:
                     body = {"id": entry["id"], "prefix": prefix}
                     _post(loaded, admin, "/-/session/revoke", body)
         return
-    asyncio.run(_on_store(loaded, sessions, remove=True))
+    write(loaded.model.redis, sessions, remove=True)
 
 
-async def _on_store(loaded: LoadedConfig, sessions: Sessions, remove: bool) -> None:
+def write(config: RedisConfig, sessions: Sessions, remove: bool = False, ttl: float = _TTL) -> None:
+    """Write (or delete) the session hashes on a shared store, as an app does."""
+    asyncio.run(_on_store(config, sessions, remove, ttl))
+
+
+async def _on_store(config: RedisConfig, sessions: Sessions, remove: bool, ttl: float) -> None:
     from gateway.store.factory import open_store
 
-    config = loaded.model.redis
     store = open_store(config.model_copy(update={"timeout": max(config.timeout, _STORE_TIMEOUT)}))
     try:
         for prefix, entries in sessions.items():
@@ -90,7 +94,7 @@ async def _on_store(loaded: LoadedConfig, sessions: Sessions, remove: bool) -> N
                 if remove:
                     await store.delete(prefix + entry["id"])
                 else:
-                    await store.hset(prefix + entry["id"], dict(entry["fields"]), ttl=_TTL)
+                    await store.hset(prefix + entry["id"], dict(entry["fields"]), ttl=ttl)
     except StoreUnavailable as exc:
         raise SessionError(f"the store {config.url} is unavailable: {exc}") from None
     finally:

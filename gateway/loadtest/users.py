@@ -49,7 +49,10 @@ class Ledger:
         return records
 
 
-class _Paced(FastHttpUser):
+class PacedUser(FastHttpUser):
+    """Paced on an absolute schedule so that `users` users together offer `rate` requests/s
+    (no catch-up burst after a slow answer). Also the base of the project's own rig."""
+
     abstract = True
     network_timeout = 10.0
     connection_timeout = 5.0
@@ -78,7 +81,7 @@ def make_user(
         if target.rate > 0:
             tasks[_task(target, setup, ledger)] = max(1, round(1000 * target.rate / total))
     attrs = {"tasks": tasks, "rate": rate, "users": users, "abstract": False}
-    return type("GatewayUser", (_Paced,), attrs)
+    return type("GatewayUser", (PacedUser,), attrs)
 
 
 def _task(target: Target, setup: Setup, ledger: Ledger) -> Callable[[Any], None]:
