@@ -65,7 +65,7 @@ def run(settings: Settings, targets: Sequence[Target], setup: Setup) -> Outcome:
     """Run the load on this machine (local or master runner); reports written on the way."""
     ledger = Ledger()
     user = make_user(targets, setup, ledger, rate=settings.rate, users=settings.users)
-    env = Environment(user_classes=[user], host=settings.host, stop_timeout=5)
+    env = Environment(user_classes=[user], host=settings.host, stop_timeout=2)
     records: list[Record] = []
     workers: list[subprocess.Popen[bytes]] = []
     runner: Runner
@@ -138,7 +138,7 @@ def run_worker(settings: Settings, targets: Sequence[Target]) -> None:
     setup = Setup()
     ledger = Ledger()
     user = make_user(targets, setup, ledger, rate=settings.rate, users=settings.users)
-    env = Environment(user_classes=[user], host=settings.host, stop_timeout=5)
+    env = Environment(user_classes=[user], host=settings.host, stop_timeout=2)
     runner = env.create_worker_runner(settings.master_host, settings.master_port)
 
     def on_setup(environment: Environment, msg: Any) -> None:
