@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.harness import GatewayProcess
 from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
 from tests.support.upstream import Upstream
 
 CONFIG = """
@@ -208,3 +209,56 @@ async def test_web_serves_locusts_ui_during_the_run(deployment: Deployment) -> N
     assert seen[-1:] == [200], out + err
     assert code == 0, out + err
     assert f"Locust's web UI: http://127.0.0.1:{port}" in out
+
+
+SESSION_ONLY = """
+listen: 127.0.0.1:${PORT}
+admin: {listen: "127.0.0.1:${ADMIN_PORT}"}
+redis: {url: "${REDIS_URL}"}
+access_log: false
+upstreams:
+  backend: {targets: ["${UPSTREAM}"]}
+routes:
+  - name: account
+    match: {path: /account}
+    upstream: backend
+    policies:
+      - session: {cookie: sid, key_prefix: "app:s:", require: {role: [admin]}}
+      - rate_limit: {algorithm: token_bucket, rate: 2/s, burst: 3, key: session.user_id}
+"""
+
+
+async def test_sessions_are_written_to_redis_as_an_app_does_and_removed_after(
+    tmp_path: Path, upstream: Upstream, redis_server: RedisServer, redis_url: str
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(SESSION_ONLY)
+    port, admin = free_port(), free_port()
+    env = {
+        "PORT": str(port),
+        "ADMIN_PORT": str(admin),
+        "UPSTREAM": upstream.url,
+        "REDIS_URL": redis_url,
+    }
+    gateway = await GatewayProcess(str(config), env=env).start()
+    try:
+        argv = ["-c", str(config), "--host", f"http://127.0.0.1:{port}", "--duration", "4s"]
+        argv += [
+            "--rate",
+            "20",
+            "--users",
+            "4",
+            "--sessions",
+            "4",
+            "--reports",
+            str(tmp_path / "r"),
+        ]
+        code, out, err = await run_cli(*argv, env=env, timeout=120)
+    finally:
+        await gateway.stop()
+    assert code == 0, out + err
+    line = route_lines(out)["account"]
+    # Each session is its own bucket (session.user_id): 4 x (3 + 2/s x 4 s) at most admitted.
+    assert "401 valid 0%" in line, out
+    assert "429 " in line, out
+    assert redis_server.cli("KEYS", "app:s:*") == ""  # removed after the run
