@@ -17,7 +17,9 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -28,6 +30,7 @@ from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.process.server import listening_socket, start_app
 from gateway.registry import Registry
+from gateway.telemetry.stats import Stats, merge_into
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -336,13 +339,32 @@ class SupervisorControl:
     async def reload(self) -> list[str]:
         return await self.supervisor.reload()
 
-    async def policy_call(self, policy: str, endpoint: str, body: Any) -> tuple[int, Any]:
+    async def stats(self) -> dict[str, Any]:
+        alive = [w for w in self.supervisor.workers if w.alive]
+        results = await asyncio.gather(
+            *(w.call("GET", "/-/internal/stats", timeout=5) for w in alive),
+            return_exceptions=True,
+        )
+        total: dict[str, Any] = {}
+        for result in results:
+            if not isinstance(result, BaseException) and result[0] == 200:
+                merge_into(total, result[1])
+        if not total:  # no worker answered
+            total = Stats((), ()).snapshot([])
+            total["workers"] = 0
+        return total
+
+    async def policy_call(
+        self, policy: str, endpoint: str, body: Any, query: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
         # Policies keep shared state in the store, so one worker speaks for all (and with
         # memory:// there is only one worker).
         method, _, path = endpoint.partition(" ")
         worker = self._first()
         if worker is None:
             return 503, {"error": "no_worker_running"}
+        if query:
+            path = f"{path}?{urlencode(query)}"
         return await worker.call(method, path, body)
 
     def _first(self) -> WorkerHandle | None:
