@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from gateway.api import ANONYMOUS, digest
 
 PREFIX = "rl:v2:"
-SHARDS = 64
+SHARDS = 16
 """Slots one policy's keys spread over on a Cluster, and reads of one leaderboard."""
 _SHOWN_MAX = 128
 

@@ -21,6 +21,7 @@ BUCKET_SECONDS = 10
 KEEP_SECONDS = 3600
 """The longest window that can be asked for."""
 MICROS = 1_000_000
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
 @cache
@@ -65,10 +66,14 @@ def read_local(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -
     now = int(keyspace.now())
     requests: dict[str, int] = {}
     rejections: dict[str, int] = {}
-    for bucket in range((now - window) // span, now // span + 1):
-        for into, key in ((requests, f"{keys[0]}:{bucket}"), (rejections, f"{keys[0]}:{bucket}:r")):
-            for member, count in (keyspace.get(key) or {}).items():
-                into[member] = into.get(member, 0) + count
+    for prefix in keys:
+        for bucket in range((now - window) // span, now // span + 1):
+            for into, key in (
+                (requests, f"{prefix}:{bucket}"),
+                (rejections, f"{prefix}:{bucket}:r"),
+            ):
+                for member, count in (keyspace.get(key) or {}).items():
+                    into[member] = into.get(member, 0) + count
     busiest = sorted(requests.items(), key=lambda item: (-item[1], item[0]))[:n]
     out: list[Any] = []
     for member, count in busiest:
@@ -77,13 +82,18 @@ def read_local(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -
 
 
 async def read(store: Store, boards: Sequence[str], window: int, n: int) -> list[dict[str, Any]]:
-    """The `n` busiest members over the last `window` seconds, from every shard of a board."""
+    """The `n` busiest members over the last `window` seconds, from every shard of a board:
+    in one call where the store is one server, one call per shard on a Cluster (each shard is
+    a slot of its own there)."""
     script = read_script()
-    answers = await asyncio.gather(
-        *(store.eval(script, [board], [BUCKET_SECONDS, window, n]) for board in boards),
-        return_exceptions=True,
+    args = [BUCKET_SECONDS, window, n]
+    calls = (
+        [store.eval(script, [board], args) for board in boards]
+        if store.url.startswith(CLUSTER_SCHEMES)
+        else [store.eval(script, boards, args)]
     )
-    consumers = []
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+    consumers: list[dict[str, Any]] = []
     for answer in answers:
         if isinstance(answer, BaseException):
             raise answer
