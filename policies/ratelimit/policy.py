@@ -96,8 +96,9 @@ class RateLimit(Policy):
         )
         # `route` means one bucket per route, even for a definition shared by several routes.
         self._per_route = "route" in options.key.specs
-        # Leaderboards are per route: a definition shared by routes tells their requests apart.
-        self._one_route = len(context.routes) <= 1
+        # Leaderboards (and `route` keys) are per route: unless the instance serves exactly one
+        # route, requests are told apart by their route too.
+        self._one_route = len(context.routes) == 1
         self._policy_field = self.plan.policy_field
         self._deny = options.on_store_error == "deny"
         self._decisions = context.metrics.counter(
