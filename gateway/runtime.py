@@ -15,7 +15,7 @@ from gateway.errors import ConfigError
 from gateway.http.headers import Forwarding
 from gateway.http.messages import Handler
 from gateway.http.websocket import WebSocketProxy
-from gateway.policy import Background, Policy, PolicyContext
+from gateway.policy import Background, Downstream, Policy, PolicyContext
 from gateway.proxy import Proxy
 from gateway.routing import Route, Router
 from gateway.store import Store
@@ -37,6 +37,7 @@ class Runtime:
         self.forwarding = Forwarding(model.trusted_proxies)
         self.upstreams = {name: Upstream(name, cfg) for name, cfg in model.upstreams.items()}
         self.policies: list[Policy] = []
+        self._downstream: dict[Policy, dict[str, Downstream]] = {}
         named: dict[str, Policy] = {}
         users: dict[str, list[str]] = {}
         for route_config, chain in zip(model.routes, loaded.chains, strict=True):
@@ -74,9 +75,11 @@ class Runtime:
             )
             if route_config.websocket:
                 terminal = WebSocketProxy(terminal, upstream)
-            routes.append(
-                Route(route_config, upstream, compose(instances, terminal), instances, max_body)
-            )
+            route = Route(route_config, upstream, compose(instances, terminal), instances, max_body)
+            for position, policy in enumerate(instances):
+                rest = compose(instances[position + 1 :], terminal)
+                self._downstream[policy][route.name] = Downstream(route, rest)
+            routes.append(route)
         self.routes = routes
         self.router = Router(routes)
 
@@ -85,14 +88,19 @@ class Runtime:
     ) -> Policy:
         name = spec.name or spec.kind
         scope = f"policy:{spec.name}" if spec.name else f"route:{route}"
-        context = PolicyContext(name, scope, self.store, self.metrics, self.background, routes)
+        downstream: dict[str, Downstream] = {}
+        context = PolicyContext(
+            name, scope, self.store, self.metrics, self.background, routes, downstream.__getitem__
+        )
         try:
-            return spec.cls(spec.options, context)
+            policy = spec.cls(spec.options, context)
         except ConfigError:
             raise
         except Exception as exc:  # a policy's own constructor bug must name where it was declared
             log.exception("building policy %s failed", name)
             raise self.loaded.problem(loc, f"cannot build {spec.kind}: {exc}") from exc
+        self._downstream[policy] = downstream
+        return policy
 
     async def start(self) -> None:
         for policy in self.policies:
