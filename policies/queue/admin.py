@@ -14,6 +14,7 @@ class Queue(Protocol):
     """What the admin calls need of a `queue` instance (policy.py imports this module)."""
 
     consumers: Mapping[str, Consumer]
+    backlog: Any
 
 
 RECENT_DEAD = 10
@@ -43,14 +44,16 @@ async def status(call: AdminCall) -> tuple[int, Any]:
     """Per route: backlog (accepted, not yet delivered or dead), in flight, waiting for a
     retry, dead, the oldest undelivered entry's age, deliveries and failed attempts."""
     out = {}
+    routes = _routes(call)
     try:
-        for route in sorted(_routes(call)):
+        for route in sorted(routes):
             keys = RouteKeys.of(route)
             now, length, pending, parked, dead, oldest, tally, recent = await call.store.eval(
                 scripts().stats,
                 [keys.stream, keys.due, keys.dead, keys.counts],
                 [GROUP, RECENT_DEAD],
             )
+            routes[route].backlog.labels(route).set(int(length) + int(parked))
             out[route] = {
                 "backlog": int(length) + int(parked),
                 "in_flight": int(pending),

@@ -28,6 +28,7 @@ _WARN_EVERY = 10.0
 _STOP_GRACE = 5.0
 """Seconds a stopping process lets deliveries in flight finish before it hands them back."""
 _SETTLE_TRIES = 5
+BACKLOG_EVERY = 5.0
 _ERROR_TEXT = 200
 
 
@@ -38,6 +39,8 @@ class Counters:
     delivered: Any
     retried: Any
     dead: Any
+    backlog: Any
+    """The gauge child: the store-wide backlog, refreshed every `BACKLOG_EVERY` seconds."""
 
 
 class Consumer:
@@ -75,7 +78,11 @@ class Consumer:
     async def run(self) -> None:
         """Take and deliver until `stop()`."""
         pause = self.options.poll
+        looked = -BACKLOG_EVERY
         while not self._stopping:
+            if time.monotonic() - looked >= BACKLOG_EVERY:
+                looked = time.monotonic()
+                await self._look()
             free = self.options.concurrency - len(self._inflight)
             self._wake.clear()
             if free > 0:
@@ -114,6 +121,16 @@ class Consumer:
             self._inflight[task] = entry
             task.add_done_callback(self._done)
         return len(raw)
+
+    async def _look(self) -> None:
+        keys = self.keys
+        try:
+            answer = await self.store.eval(
+                self._scripts.stats, [keys.stream, keys.due, keys.dead, keys.counts], [GROUP, 0]
+            )
+        except StoreUnavailable:
+            return  # the next take says so
+        self.counters.backlog.set(int(answer[1]) + int(answer[3]))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)

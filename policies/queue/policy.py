@@ -82,7 +82,12 @@ class Queue(Policy):
         )
         self._accepted = {route: accepted.labels(route) for route in context.routes}
         self._counters = {
-            route: Counters(delivered.labels(route), retried.labels(route), dead.labels(route))
+            route: Counters(
+                delivered.labels(route),
+                retried.labels(route),
+                dead.labels(route),
+                self.backlog.labels(route),
+            )
             for route in context.routes
         }
         self.consumers: dict[str, Consumer] = {}

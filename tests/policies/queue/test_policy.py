@@ -35,6 +35,7 @@ async def test_accepted_then_delivered_with_its_idempotency_key(
         metrics = await response.text()
     assert 'gateway_queue_accepted_total{route="hooks"} 1.0' in metrics
     assert 'gateway_queue_delivered_total{route="hooks"} 1.0' in metrics
+    assert 'gateway_queue_backlog{route="hooks"} 0.0' in metrics
 
 
 async def test_a_body_over_max_body_is_413_and_not_queued(

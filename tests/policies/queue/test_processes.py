@@ -157,7 +157,7 @@ async def test_sigkill_mid_delivery_loses_nothing(site: Any) -> None:
         poll="100ms",
         retry="{first: 100ms, max: 500ms}",
     )
-    first, port, admin = await s.gateway()
+    first, port, _ = await s.gateway()
 
     # The upstream is down: every request is still accepted, each under its own id.
     accepted = await s.post_many(port, 200)

@@ -50,7 +50,7 @@ async def settle(
 
 
 async def stats(store: Store) -> dict[str, Any]:
-    now, length, pending, parked, dead, oldest, tally, recent = await store.eval(
+    _, length, pending, parked, dead, oldest, tally, recent = await store.eval(
         S.stats, [K.stream, K.due, K.dead, K.counts], [GROUP, 10]
     )
     return {
