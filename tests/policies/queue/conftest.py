@@ -11,11 +11,10 @@ from aiohttp import web
 from tests.support.harness import InProcessGateway
 
 
-def config(options: str = "", *, redis: str = "") -> str:
+def config(options: str = "") -> str:
     """One route `/hooks` with `queue: {small durations, options}` to the test upstream."""
-    store = f"redis: {{url: '{redis}', timeout: 250ms}}\n" if redis else ""
     return f"""
-{store}upstreams:
+upstreams:
   backend:
     targets: [UPSTREAM_URL]
     timeouts: {{connect: 1s, read: 2s}}
