@@ -198,6 +198,9 @@ class Consumer:
             return exc.status, exc.code, None
         except TimeoutError:
             return 504, "no answer within the visibility timeout", None
+        except Exception:  # a later policy's bug: retried like a 500, and shown in the log
+            log.exception("delivery of %s on route %s failed", entry.key, self.route)
+            return 500, "internal_error", None
         wait = retry_after(response.headers.get("Retry-After"), time.time())
         snippet = (text or b"")[:_ERROR_TEXT].decode("utf-8", "replace")
         return response.status, snippet, wait
