@@ -17,7 +17,15 @@ from typing import Any
 
 from multidict import CIMultiDict
 
-from gateway.api import Downstream, HTTPError, Request, Store, StoreUnavailable, Value
+from gateway.api import (
+    Background,
+    Downstream,
+    HTTPError,
+    Request,
+    Store,
+    StoreUnavailable,
+    Value,
+)
 from policies.queue.config import QueueOptions
 from policies.queue.entry import Entry, backoff, parse, retry_after, verdict
 from policies.queue.scripts import GROUP, RouteKeys, scripts
@@ -66,6 +74,7 @@ class Consumer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[asyncio.Task[None], Entry] = {}
+        self._runner: asyncio.Task[None] | None = None
         self._cursor = "0-0"
         self._rng = random.Random()
         self._warned_at = -_WARN_EVERY
@@ -74,6 +83,10 @@ class Consumer:
     def wake(self) -> None:
         """Look for work now (an entry was just accepted or replayed)."""
         self._wake.set()
+
+    def start(self, background: Background) -> None:
+        """Start taking and delivering (the loop is a background task of the runtime)."""
+        self._runner = background.spawn(self.run(), name=f"queue:{self.route}")
 
     async def run(self) -> None:
         """Take and deliver until `stop()`."""
@@ -248,6 +261,9 @@ class Consumer:
         """Take nothing more; let deliveries in flight finish a little, hand back the rest."""
         self._stopping = True
         self._wake.set()
+        if self._runner is not None:
+            # A `take` under way finishes (its entries are handed back below, not stranded).
+            await asyncio.wait([self._runner], timeout=_STOP_GRACE)
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=min(_STOP_GRACE, self._deadline))
         unfinished = dict(self._inflight)

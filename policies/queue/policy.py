@@ -154,7 +154,7 @@ class Queue(Policy):
                 self._counters[route],
             )
             self.consumers[route] = consumer
-            self.context.background.spawn(consumer.run(), name=f"queue:{route}")
+            consumer.start(self.context.background)
 
     async def stop(self) -> None:
         await asyncio.gather(*(consumer.stop() for consumer in self.consumers.values()))
