@@ -26,6 +26,7 @@ from policies.cache.syntax import (
     parse_http_date,
     vary_names,
 )
+from policies.cache.targeted import response_directives
 
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 """RFC 9110 15.1: cacheable by default, i.e. under heuristic (or policy) freshness."""
@@ -63,6 +64,8 @@ class Rules:
     store_set_cookie: bool = False
     heuristic_fraction: float = 0.1
     heuristic_max: float = 86400.0
+    targeted: tuple[str, ...] = ("CDN-Cache-Control",)
+    """Targeted cache-control fields obeyed in place of Cache-Control (RFC 9213), in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,7 @@ def assess(
         return Verdict("status")
     if "no-store" in request_cc:
         return Verdict("request no-store")
-    cc = parse_cache_control(headers.getall("Cache-Control", []))
+    cc, targeted = response_directives(headers, rules.targeted)
     if "must-understand" in cc:
         # RFC 9111 5.2.2.3: with a status it understands, the cache ignores no-store.
         if status not in UNDERSTOOD_STATUSES:
@@ -125,7 +128,7 @@ def assess(
         return Verdict("set-cookie")
     if vary_names(headers.getall("Vary", [])) is None:
         return Verdict("vary *")
-    explicit = _explicit_lifetime(cc, headers, response_time)
+    explicit = _explicit_lifetime(cc, headers, response_time, use_expires=not targeted)
     if explicit is None and status not in HEURISTIC_STATUSES and "public" not in cc:
         return Verdict("no explicit freshness")
     if explicit is not None and rules.respect_origin:
@@ -150,12 +153,16 @@ def assess(
     return Verdict(None, freshness, omit)
 
 
-def _explicit_lifetime(cc: Directives, headers: Fields, response_time: float) -> float | None:
+def _explicit_lifetime(
+    cc: Directives, headers: Fields, response_time: float, *, use_expires: bool
+) -> float | None:
     for name in ("s-maxage", "max-age"):
         if name in cc:
             value = delta_seconds(cc[name])
             if value is not None:
                 return float(value)
+    if not use_expires:
+        return None  # a targeted field rules: Expires is ignored with Cache-Control
     expires = headers.getall("Expires", [])
     if not expires:
         return None
