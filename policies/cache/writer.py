@@ -92,6 +92,14 @@ class Writer:
         if verdict.reason is not None or verdict.freshness is None:
             return verdict.reason
         names = vary_names(response.headers.getall("Vary", [])) or ()
+        ages = response.headers.getall("Age", [])
+        age = parse_age(ages)
+        if ages and (len(ages) > 1 or ages[0] != str(age)):
+            # A list, or an invalid value: the client of this miss gets what the cache read
+            # (the first member, or no Age), not a field it cannot trust (RFC 9111 5.1).
+            response.headers.popall("Age")
+            if age is not None:
+                response.headers["Age"] = str(age)
         body = await response.read(self.options.max_body)
         if body is None:
             return "too big"
@@ -108,7 +116,7 @@ class Writer:
             headers=headers,
             body=body,
             initial_age=initial_age(
-                age=parse_age(response.headers.getall("Age", [])),
+                age=age,
                 date=parse_http_date(response.headers.get("Date"), response_time),
                 request_time=request_time,
                 response_time=response_time,
