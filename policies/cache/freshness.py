@@ -8,9 +8,6 @@ conditional request from a stored response.
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -40,9 +37,6 @@ UNDERSTOOD_STATUSES = frozenset(
 ) - {206}
 """Status codes whose caching semantics this cache implements (for `must-understand`).
 206 is left out on purpose: partial responses are never stored."""
-
-NO_VARIANT = "-"
-"""The variant id of a response without Vary."""
 
 
 class Fields(Protocol):
@@ -309,51 +303,6 @@ def on_error(age: float, freshness: Freshness, request: RequestDirectives) -> bo
     if request.stale_if_error is not None:
         window = max(window, float(request.stale_if_error))
     return age < freshness.lifetime + window
-
-
-_CASELESS = frozenset({"accept", "accept-charset", "accept-encoding", "accept-language"})
-_PARAM_SPACE = re.compile(r"\s*([;=])\s*")
-
-
-def selecting_value(name: str, lines: list[str]) -> str | None:
-    """One request header's value as a secondary key (RFC 9111 4.1): lines combined,
-    whitespace around list commas dropped, case folded where the field is case-insensitive.
-    None when the request lacks the header (which matches only requests lacking it too)."""
-    if not lines:
-        return None
-    members = [member.strip() for line in lines for member in line.split(",")]
-    value = ",".join(member for member in members if member)
-    if name in _CASELESS:
-        value = _PARAM_SPACE.sub(r"\1", value.lower())
-    return value
-
-
-def variant_id(names: Iterable[str], headers: Fields) -> str:
-    """The secondary key of a request for a response varying on `names` (sorted, lower).
-
-    SHA-1 of one line per name, `name=value` or `name\0absent`: lookup.lua computes the
-    same with `redis.sha1hex` when the caller does not know the URI's Vary yet.
-    """
-    lines: list[str] = []
-    for name in names:
-        value = selecting_value(name, headers.getall(name, []))
-        lines.append(f"{name}\x00absent" if value is None else f"{name}={value}")
-    if not lines:
-        return NO_VARIANT
-    return hashlib.sha1("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def selecting_pairs(headers: Iterable[tuple[str, str]]) -> list[str]:
-    """Every request header as `[name, selecting value, ...]` (lower-case names, lines
-    combined), for a lookup that must find the variant before knowing the Vary names."""
-    lines: dict[str, list[str]] = {}
-    for name, value in headers:
-        lines.setdefault(name.lower(), []).append(value)
-    pairs: list[str] = []
-    for name, values in lines.items():
-        pairs.append(name)
-        pairs.append(selecting_value(name, values) or "")
-    return pairs
 
 
 def not_modified(

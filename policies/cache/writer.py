@@ -17,11 +17,12 @@ from gateway.api import Response, StoreUnavailable
 from policies.cache.config import CacheOptions
 from policies.cache.entry import Entry
 from policies.cache.events import Events
-from policies.cache.freshness import Freshness, assess, initial_age, variant_id
+from policies.cache.freshness import Freshness, assess, initial_age
 from policies.cache.near import NearCache, VaryHints
 from policies.cache.request import Pending
 from policies.cache.store import CacheStore, Index, Uri
 from policies.cache.syntax import format_http_date, parse_age, parse_http_date, vary_names
+from policies.cache.variants import variant_id
 
 log = logging.getLogger("policies.cache")
 
