@@ -259,7 +259,7 @@ class Cache(Upstream, Policy):
             return self._served(p, entry, age, STALE, now)
         if p.cc.only_if_cached:
             raise OnlyIfCached()
-        if "Range" not in p.request.headers and while_revalidating(age, entry.freshness, p.cc):
+        if while_revalidating(age, entry.freshness, p.cc):
             self._refresh_later(p, entry)
             return self._served(p, entry, age, STALE, now)
         return await self._revalidate(p, entry, age)

@@ -79,8 +79,10 @@ class Writer:
         """Store the upstream's `response` if a shared cache may; None when stored, else why
         not. The body is read (up to max_body) only when the headers allow storing."""
         request = p.request
-        if request.method != "GET" or "Range" in request.headers:
+        if request.method != "GET":
             return "method"
+        # A ranged request's answer is judged by its status: a 206 is never stored, a 200
+        # (the upstream ignored the Range, or a revalidation without it) is whole.
         verdict = assess(
             method="GET",
             status=response.status,
