@@ -23,6 +23,14 @@ _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 
 
+Interim = Callable[[Any, int, list[tuple[bytes, bytes]]], None]
+"""`(client, status, raw headers)`: what becomes of an upstream's 1xx response."""
+
+
+def _ignore(client: object, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    return None
+
+
 class ConnectionLost(UpstreamError):
     """The upstream closed or reset the connection before the response head arrived.
 
@@ -141,6 +149,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._decoder: Decoder | None = None
         self._read_timeout = 30.0
         self._head_only = False
+        self._client: object = None
+        self._interim: Interim = _ignore
         self._until_close = False
         self._chunked = False
         self._request_sent = False
@@ -206,7 +216,11 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if status < 200 and status != 101:
-            return  # interim response (100 Continue, 103 Early Hints): wait for the final one
+            # Interim: 102, 103 go to the client at once (RFC 9110 15.2), 100 Continue is the
+            # gateway's own business with its client; then wait for the final response.
+            if self._client is not None and status != 100:
+                self._interim(self._client, status, self._headers)
+            return
         self._cancel_timer()
         self._upgraded = status == 101
         self._keep_alive = self._parser.should_keep_alive()
@@ -299,13 +313,22 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- client API --------------------------------------------------------------------------
     def start(
-        self, head: bytes, *, head_only: bool, read_timeout: float
+        self,
+        head: bytes,
+        *,
+        head_only: bool,
+        read_timeout: float,
+        client: object = None,
+        interim: Interim = _ignore,
     ) -> asyncio.Future[ResponseHead]:
         """Send a request head; the future resolves with the response head, or fails with
-        `UpstreamTimeout` when none came `read_timeout` after the request was fully sent."""
+        `UpstreamTimeout` when none came `read_timeout` after the request was fully sent.
+        Informational responses before it (but 100) are handed to `interim` with `client`."""
         self.used += 1
         self._head = self._loop.create_future()
         self._head_only = head_only
+        self._client = client
+        self._interim = interim
         self._read_timeout = read_timeout
         self._request_sent = False
         self._response_done = False
