@@ -11,6 +11,7 @@ from gateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
     UpstreamError,
+    UpstreamOverloaded,
     UpstreamTimeout,
 )
 from gateway.http.headers import end_to_end, message_head
@@ -41,16 +42,17 @@ class Proxy:
     async def __call__(self, request: Request) -> Response:
         last: UpstreamError | None = None
         for target in self.upstream.candidates():
-            conn = target.pooled()
-            if conn is None:
-                try:
-                    conn = await target.connect(self.connect_timeout)
-                except TimeoutError:
-                    last = UpstreamTimeout()
-                    continue
-                except OSError:
-                    last = UpstreamError()
-                    continue
+            try:
+                conn = await target.acquire(self.connect_timeout)
+            except UpstreamOverloaded as exc:
+                last = exc  # another target may have room
+                continue
+            except TimeoutError:
+                last = UpstreamTimeout()
+                continue
+            except OSError:
+                last = UpstreamError()
+                continue
             return await self._exchange(request, target, conn)
         raise last or UpstreamError()
 
@@ -68,7 +70,7 @@ class Proxy:
             if exc.answered or conn.used < 2 or not replayable or request.method not in IDEMPOTENT:
                 raise UpstreamError() from exc
             try:
-                conn = await target.connect(self.connect_timeout)
+                conn = await target.acquire(self.connect_timeout, fresh=True)
             except TimeoutError:
                 raise UpstreamTimeout() from None
             except OSError:

@@ -7,7 +7,7 @@ keeps the runtime it started with) and stops the old one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway.chain import compose
@@ -21,6 +21,7 @@ from gateway.proxy import Proxy
 from gateway.routing import Route, Router
 from gateway.store import Store
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.pools import PoolFigures
 from gateway.upstream.pool import Upstream
 
 log = logging.getLogger("gateway.runtime")
@@ -123,6 +124,7 @@ class Runtime:
         return policy
 
     async def start(self) -> None:
+        self.metrics.pools.add(self._pool_figures)
         for policy in self.policies:
             await policy.start()
 
@@ -135,6 +137,11 @@ class Runtime:
         await self.background.close()
         for upstream in self.upstreams.values():
             upstream.close()
+        self.metrics.pools.remove(self._pool_figures)
+
+    def _pool_figures(self) -> Iterator[PoolFigures]:
+        for upstream in self.upstreams.values():
+            yield from upstream.figures()
 
     def table(self) -> list[dict[str, Any]]:
         """The route table, as `gateway check` prints it and `/-/routes` serves it."""
