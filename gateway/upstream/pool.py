@@ -103,10 +103,11 @@ class Target:
 
     def _abandon(self, waiter: Handover) -> None:
         # Timed out or cancelled: what may have been handed over in the meantime goes on.
-        if not waiter.done():
+        if not waiter.done() or waiter.cancelled():
             waiter.cancel()
-            self._waiters.remove(waiter)
-        elif not waiter.cancelled():
+            if waiter in self._waiters:  # still queued: nothing was handed over
+                self._waiters.remove(waiter)
+        else:
             conn = waiter.result()
             if conn is None:
                 self._free_slot()
