@@ -78,28 +78,36 @@ class Target:
         `max_connections`, else one released by another request within `timeout`.
         Raises `UpstreamOverloaded` (queue full, or no connection in time), TimeoutError or
         OSError (the connect failed, and the target is marked down)."""
-        if not fresh:
-            conn = self.pooled()
-            if conn is not None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not fresh:
+                conn = self.pooled()
+                if conn is not None:
+                    return conn
+            if self.open < self.max_connections:
+                self.open += 1
+                return await self._open(timeout)
+            if len(self._waiters) >= self.max_pending:
+                raise UpstreamOverloaded()
+            waiter: Handover = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout(timeout):
+                    conn = await waiter
+            except BaseException as exc:
+                self._abandon(waiter)
+                if isinstance(exc, TimeoutError):
+                    raise UpstreamOverloaded() from None
+                raise
+            if conn is None:
+                return await self._open(timeout)  # a slot was handed over: open in it
+            if not conn.closed:
                 return conn
-        if self.open < self.max_connections:
-            self.open += 1
-            return await self._open(timeout)
-        if len(self._waiters) >= self.max_pending:
-            raise UpstreamOverloaded()
-        waiter: Handover = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                conn = await waiter
-        except BaseException as exc:
-            self._abandon(waiter)
-            if isinstance(exc, TimeoutError):
-                raise UpstreamOverloaded() from None
-            raise
-        if conn is not None:
-            return conn
-        return await self._open(timeout)  # a slot was handed over: open in it
+            # Closed between the hand-over and now: its slot went on to the next in line (or
+            # back to the target); try again with what is left of the wait.
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise UpstreamOverloaded()
 
     def _abandon(self, waiter: Handover) -> None:
         # Timed out or cancelled: what may have been handed over in the meantime goes on.
