@@ -171,15 +171,15 @@ class UpstreamConfig(Model):
     max_connections: int = Field(
         1024,
         ge=1,
-        description="Connections open at once to one target (WebSocket tunnels not counted); "
-        "a request past it waits for one to come free. Default: 1024.",
+        description="Connections open at once to one target, per worker process (WebSocket "
+        "tunnels not counted); a request past it waits for one to come free. Default: 1024.",
     )
     max_pending: int = Field(
         1024,
         ge=0,
-        description="Requests that may wait for a connection to one target; past it, or when "
-        "none comes free within `timeouts.connect`, 503 `upstream_overloaded` with "
-        "`Retry-After: 1`. Default: 1024.",
+        description="Requests that may wait for a connection to one target, per worker; past "
+        "it, or when none comes free within `timeouts.connect`, 503 `upstream_overloaded` "
+        "with `Retry-After: 1`. Default: 1024.",
     )
     max_idle: int | None = Field(
         None,
