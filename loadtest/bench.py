@@ -288,6 +288,7 @@ def sweep(args: argparse.Namespace, rows: list[Row], servers: dict[str, Server])
         servers["gateway"].admin,
         with_nginx="nginx" in row_of,
     )
+    args.sweep_levels = [asdict(level) for level in levels]  # for bench.json
     text, args.sweep_ok = sweep_report(levels, args.rounds, args.duration)
     return text
 

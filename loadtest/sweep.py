@@ -99,8 +99,9 @@ def report(levels: list[Level], rounds: int, duration: float) -> tuple[list[str]
         ng = statistics.median(s.rps for s in level.nginx) if level.nginx else math.nan
         p99 = statistics.median(s.p99 for s in level.gateway)
         errors = sum(s.errors + s.bad_status for s in level.gateway)
+        cpu = statistics.median(s.cpu_us for s in level.gateway)
         rows.append(
-            [f"{level.connections}", _fmt(ng, ".0f"), f"{gw:.0f}", f"{p99:.2f}",
+            [f"{level.connections}", _fmt(ng, ".0f"), f"{gw:.0f}", f"{p99:.2f}", _fmt(cpu, ".0f"),
              _fmt(_ratio(level.gateway, level.nginx), ".2f"),
              f"{_ratio(level.gateway, low.gateway):.2f}",
              _fmt(_ratio(level.nginx, low.nginx), ".2f"),
@@ -116,10 +117,14 @@ def report(levels: list[Level], rounds: int, duration: float) -> tuple[list[str]
         f"{duration:g} s after a 1 s warm-up at the level; medians. `vs lowest` is a row's rps "
         "over its own at the lowest level, `vs NGINX` the gateway's over NGINX's, both taken "
         "within a round. `new conns/req`: upstream connections the gateway opened during the "
-        "measured sample (`gateway_upstream_connections_opened_total`) per answered request. The "
-        "machine is shared and loaded: compare the ratios, not the absolute rps.",
+        "measured sample (`gateway_upstream_connections_opened_total`) per answered request. "
+        "`errors`: wrk's socket errors (connect, read, write, timeout at 5 s) and non-2xx "
+        "answers over all rounds. The machine is shared and loaded, and at 2,000 connections "
+        "wrk itself takes a larger share of the two cores: compare the ratios and the CPU time "
+        "per request (the steadier figure), not the absolute rps.",
         "",
-        table(["connections", "NGINX rps", "gateway rps", "gateway p99 ms", "vs NGINX",
+        table(["connections", "NGINX rps", "gateway rps", "gateway p99 ms",
+               "gateway CPU us/req", "vs NGINX",
                "gateway vs lowest", "NGINX vs lowest", "new conns/req", "errors"], rows),
         "",
         f"- goal: gateway rps at {high.connections} >= {GOAL_RATIO}x at {low.connections}: "

@@ -101,6 +101,11 @@ class Target:
                 raise
             if conn is None:
                 return await self._open(timeout)  # a slot was handed over: open in it
+            if fresh and isinstance(conn, PooledConnection) and conn.counted:
+                # A retry wants a new connection: this one's slot is taken over for it.
+                conn.counted = False
+                conn.close()
+                return await self._open(timeout)
             if not conn.closed:
                 return conn
             # Closed between the hand-over and now: its slot went on to the next in line (or

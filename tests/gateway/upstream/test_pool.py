@@ -20,7 +20,7 @@ from tests.support.ports import free_port
 
 class CountingUpstream:
     """HTTP/1.1 keep-alive on a real socket; `/hold` answers once `release` is set;
-    `?close` answers with `Connection: close`. Counts accepted and concurrently open connections."""
+    `?close` answers with `Connection: close`, `?drop` closes after a keep-alive answer. Counts accepted and concurrently open connections."""
 
     def __init__(self) -> None:
         self.accepted = 0
@@ -54,7 +54,7 @@ class CountingUpstream:
                     + b"\r\nok"
                 )
                 await writer.drain()
-                if close:
+                if close or target.endswith(b"?drop"):  # drop: closes without saying so
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -130,6 +130,18 @@ async def test_a_closed_connection_gives_its_slot_back(
         assert (await get(gateway, "/x?close"))[0] == 200
     assert counting.accepted == 5
     await eventually(lambda: target_of(gateway).open == 0, "the slot given back")
+
+
+async def test_connections_lost_after_their_answer_cost_no_request(
+    counting: CountingUpstream, gateways: list[InProcessGateway]
+) -> None:
+    # The waiters are handed connections the upstream is closing: a waiter that finds its
+    # connection closed goes round again, one that writes into it is retried on a fresh one.
+    gateway = await gateway_for(counting, gateways, "max_connections: 2")
+    answers = await asyncio.gather(*(get(gateway, f"/{n}?drop") for n in range(20)))
+    assert [status for status, _, _ in answers] == [200] * 20
+    assert counting.peak <= 2
+    await eventually(lambda: target_of(gateway).open == 0, "every slot given back")
 
 
 async def test_pending_over_max_pending_is_503_with_retry_after(
