@@ -12,9 +12,12 @@ import math
 import re
 import statistics
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from loadtest.common import table
 from loadtest.measure import Sample
@@ -22,6 +25,7 @@ from loadtest.measure import Sample
 GOAL_RATIO = 0.8
 GOAL_NEW_PER_REQUEST = 0.01
 _OPENED = re.compile(r"^gateway_upstream_connections_opened_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+_REQUESTS = re.compile(r"^gateway_requests_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 Timed = Callable[[str, int, float], Sample]
 """`(server, connections, seconds) -> Sample`: one full-speed sample of a sweep row."""
@@ -37,11 +41,28 @@ class Level:
     new_per_request: list[float] = field(default_factory=list)
 
 
-def opened(admin_url: str) -> float:
-    """Upstream connections the gateway has opened so far, summed over targets and workers."""
+def counts(admin_url: str) -> tuple[float, float]:
+    """Upstream connections opened and requests answered by the gateway so far, summed over
+    targets, routes and workers."""
     with urllib.request.urlopen(admin_url + "/metrics", timeout=10) as response:
         text = response.read().decode()
-    return sum(float(value) for value in _OPENED.findall(text))
+    return sum(map(float, _OPENED.findall(text))), sum(map(float, _REQUESTS.findall(text)))
+
+
+def steady_churn(admin_url: str, run: Callable[[], Sample], settle: float) -> tuple[Sample, float]:
+    """`run()`'s sample, and the new upstream connections per request from `settle` seconds
+    into it to its end. The first moments are left out: the clients of the previous sample
+    hung up mid-request, which cost the upstream connections those requests held (the
+    gateway, like NGINX, aborts an exchange whose client is gone), and they are re-opened as
+    the next sample starts."""
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run)
+        time.sleep(settle)
+        opened0, answered0 = counts(admin_url)
+        sample = running.result()
+    opened1, answered1 = counts(admin_url)
+    answered = answered1 - answered0
+    return sample, (opened1 - opened0) / answered if answered else math.nan
 
 
 def run_sweep(
@@ -62,9 +83,8 @@ def run_sweep(
                 level.nginx.append(sample := timed("nginx", c, duration))
                 _say(n, "NGINX", c, sample, "")
             timed("gateway", c, 1.0)  # the pool grows to this level before it is measured
-            before = opened(admin_url)
-            sample = timed("gateway", c, duration)
-            new = (opened(admin_url) - before) / sample.requests if sample.requests else math.nan
+            settle = min(2.0, duration / 3)
+            sample, new = steady_churn(admin_url, partial(timed, "gateway", c, duration), settle)
             level.gateway.append(sample)
             level.new_per_request.append(new)
             _say(n, "gateway", c, sample, f"  {new:.4f} new upstream conns/req")
@@ -117,7 +137,8 @@ def report(levels: list[Level], rounds: int, duration: float) -> tuple[list[str]
         f"{duration:g} s after a 1 s warm-up at the level; medians. `vs lowest` is a row's rps "
         "over its own at the lowest level, `vs NGINX` the gateway's over NGINX's, both taken "
         "within a round. `new conns/req`: upstream connections the gateway opened during the "
-        "measured sample (`gateway_upstream_connections_opened_total`) per answered request. "
+        "measured sample (`gateway_upstream_connections_opened_total`, from up to 2 s into it, "
+        "see loadtest/sweep.py) per request answered meanwhile. "
         "`errors`: wrk's socket errors (connect, read, write, timeout at 5 s) and non-2xx "
         "answers over all rounds. The machine is shared and loaded, and at 2,000 connections "
         "wrk itself takes a larger share of the two cores: compare the ratios and the CPU time "
