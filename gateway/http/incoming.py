@@ -21,7 +21,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 class ClientSide(Protocol):
     """What a request and its answer need of the client connection they came on
-    (`gateway.http.listener.ClientConnection`)."""
+    (`gateway.http.connection.ClientConnection`)."""
 
     loop: asyncio.AbstractEventLoop
     peer: str
