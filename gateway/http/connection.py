@@ -26,7 +26,7 @@ import httptools
 
 from gateway.config.models import ClientLimits
 from gateway.http.heads import HeadReader, Refused
-from gateway.http.incoming import Incoming
+from gateway.http.incoming import Incoming, RequestBody
 
 log = logging.getLogger("gateway.server")
 
@@ -67,7 +67,7 @@ class ClientConnection(asyncio.Protocol):
         self._writing_paused = False
         self._paused_since = 0.0
         self.aborted: str | None = None
-        """Why the gateway cut the connection off mid-answer (`send_timeout`), for the log."""
+        """Why the gateway cut the connection off (`send_timeout`, `request_timeout`): logged."""
         self._drain: asyncio.Future[None] | None = None
         # Requests being answered / waiting their turn.
         self._current: Incoming | None = None
@@ -231,8 +231,9 @@ class ClientConnection(asyncio.Protocol):
         self.close()
 
     def check_timeouts(self, now: float) -> None:
-        """Close a connection whose head is overdue, or that sat idle too long (the
-        listener's sweep calls this a few times per shortest timeout)."""
+        """Close a connection whose head is overdue, or that sat idle too long; expire a
+        request body still arriving past `request_timeout` (the listener's sweep calls this
+        a few times per shortest timeout)."""
         limits = self.listener.limits
         reader = self._reader
         if self._writing_paused and now - self._paused_since > limits.send_timeout:
@@ -246,8 +247,15 @@ class ClientConnection(asyncio.Protocol):
             )
             self.aborted = "send_timeout"
             self.abort()
+        elif (
+            (current := self._current) is not None
+            and current.body is not None
+            and not current.body.complete
+            and now - current.started > limits.request_timeout
+        ):
+            self._request_overdue(current.body, limits.request_timeout)
         elif reader.in_head:
-            if now - reader.head_started > limits.header_timeout:
+            if now - reader.head_started > min(limits.header_timeout, limits.request_timeout):
                 log.info(
                     "closed a connection whose request head took over %gs", limits.header_timeout
                 )
@@ -259,6 +267,19 @@ class ClientConnection(asyncio.Protocol):
             and now - self._idle_since > limits.keepalive_timeout
         ):
             self.close()
+
+    def _request_overdue(self, body: RequestBody, timeout: float) -> None:
+        """The body is still arriving past `client.request_timeout`: whoever reads it (the
+        proxy, a policy) gets `RequestTimeout`, a 408, and aborts any upstream request."""
+        if self.aborted == "request_timeout":
+            return  # already said; the connection closes after the 408
+        log.info(
+            "a request from %s was still sending its body after %gs (request_timeout)",
+            self.peer,
+            timeout,
+        )
+        self.aborted = "request_timeout"
+        body.expire()
 
     # -- for the handler ---------------------------------------------------------------------
     @property

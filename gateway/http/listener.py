@@ -39,7 +39,7 @@ class Listener:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._empty: asyncio.Event | None = None
-        timeouts = [limits.header_timeout, limits.send_timeout]
+        timeouts = [limits.header_timeout, limits.send_timeout, limits.request_timeout]
         if limits.keepalive_timeout > 0:
             timeouts.append(limits.keepalive_timeout)
         self._sweep_every = min(1.0, max(0.02, min(timeouts) / 4))
