@@ -82,7 +82,8 @@ async def _upload_in_two_halves(url: str, path: str, size: int) -> tuple[float, 
     reader, writer = await _open(url)
     half = size // 2
     writer.write(
-        b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % (path.encode(), size)
+        b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+        % (path.encode(), size)
     )
     writer.write(b"a" * half)
     await writer.drain()
@@ -117,7 +118,9 @@ async def test_a_chunked_body_under_the_buffer_size_goes_upstream_by_length(
     raw = await RawUpstream().start()
     gw = await make_gateway(CONFIG.replace("UPSTREAM_URL", raw.url))
     reader, writer = await _open(gw.url)
-    writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     writer.write(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
     status, _ = await _status(reader)
     assert status == 200
@@ -147,7 +150,9 @@ async def test_slow_body_clients_get_408_and_the_upstream_never_sees_them(
     clients = [await _open(gw.url) for _ in range(20)]
     for _, writer in clients:
         # The slow POST of the issue: a long body, one byte at a time.
-        writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 60000\r\n\r\n")
+        writer.write(
+            b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 60000\r\n\r\n"
+        )
 
     async def trickle(writer: asyncio.StreamWriter) -> None:
         while not writer.is_closing():
@@ -183,7 +188,9 @@ async def test_a_streamed_body_past_request_timeout_aborts_the_upstream_request(
     raw = await RawUpstream().start()
     gw = await make_gateway(CONFIG.replace("UPSTREAM_URL", raw.url))
     reader, writer = await _open(gw.url)
-    writer.write(b"POST /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100000\r\n\r\n")
+    writer.write(
+        b"POST /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100000\r\n\r\n"
+    )
     writer.write(b"x" * 4096)  # past the route's buffer: the upstream request has begun
 
     async def trickle() -> None:
