@@ -7,6 +7,8 @@ connection runs the gateway's handler for each request in turn (no task per requ
 whole responses leave in one write (`gateway.http.respond`); see `gateway.http.connection`.
 
 What the listener adds:
+- its own accept loop (`gateway.http.accept`): out of file descriptors, it warns, counts and
+  pauses instead of dropping clients silently;
 - one sweep timer for all its connections' timeouts (head, whole request, keep-alive, send),
   not a timer per request;
 - on shutdown, idle connections close at once and busy ones after their current answer.
@@ -18,8 +20,10 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 
 from gateway.config.models import ClientLimits
+from gateway.http.accept import Acceptor
 from gateway.http.connection import ClientConnection, Handler
 
 log = logging.getLogger("gateway.server")
@@ -30,13 +34,21 @@ __all__ = ["ClientConnection", "Handler", "Listener"]
 class Listener:
     """Creates a `ClientConnection` per accepted client; closes them all on shutdown."""
 
-    def __init__(self, handler: Handler, limits: ClientLimits) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: ClientLimits,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
         self.handler = handler
+        self.on_refused = on_refused
+        """Called with the errno's name (`EMFILE`) of every accept refused for want of
+        descriptors or memory (a metric)."""
         self.limits = limits
         self.head_limit = limits.max_line_size + limits.max_headers * limits.max_field_size
         self.connections: set[ClientConnection] = set()
         self.closing = False
-        self._server: asyncio.AbstractServer | None = None
+        self._acceptor: Acceptor | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._empty: asyncio.Event | None = None
         timeouts = [limits.header_timeout, limits.send_timeout, limits.request_timeout]
@@ -50,7 +62,8 @@ class Listener:
     async def serve(self, sock: socket.socket) -> None:
         """Accept connections on a bound, listening socket."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self, sock=sock, backlog=1024)
+        self._acceptor = Acceptor(sock, self, self.on_refused)
+        self._acceptor.start()
         self._sweeper = loop.call_later(self._sweep_every, self._sweep)
 
     def _sweep(self) -> None:
@@ -63,8 +76,15 @@ class Listener:
     def opened(self, conn: ClientConnection) -> None:
         self.connections.add(conn)
 
+    @property
+    def out_of_fds(self) -> bool:
+        """Accepting is paused: no file descriptor was free (EMFILE, ENFILE)."""
+        return self._acceptor is not None and self._acceptor.out_of_fds
+
     def forget(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
+        if self._acceptor is not None:
+            self._acceptor.resume()  # its descriptor is free again
         if not self.connections and self._empty is not None:
             self._empty.set()
 
@@ -72,8 +92,8 @@ class Listener:
         """Stop accepting; let requests in progress finish (up to `timeout`); close the rest.
         Returns how many requests were still in progress then, and so were cut off."""
         self.closing = True
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.close()
         for conn in list(self.connections):
             conn.close_when_idle()
         if self.connections:

@@ -96,7 +96,7 @@ def claim_public_port(listen: str) -> socket.socket | None:
 
 def public_server(gateway: Gateway, model: GatewayConfig) -> Listener:
     """The public listener: the gateway's own HTTP/1.1 server (see `gateway.http.listener`)."""
-    return Listener(gateway.handle, model.client)
+    return Listener(gateway.handle, model.client, gateway.metrics.accept_refused)
 
 
 async def serve(server: Listener, sock: socket.socket) -> Listener:
