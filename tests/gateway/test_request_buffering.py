@@ -207,3 +207,33 @@ async def test_a_streamed_body_past_request_timeout_aborts_the_upstream_request(
     await eventually(lambda: raw.ended == ["aborted"], "the upstream request aborted")
     assert len(raw.heads) == 1
     raw.close()
+
+
+async def test_a_policy_reading_the_body_itself_gets_408_too(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    # The queue reads a whole body before it answers 202: the request deadline bounds it too.
+    queue_route = (
+        "  - {name: hooks, match: {path: /hooks}, upstream: backend,"
+        " policies: [{queue: {max_body: 64KiB}}]}\n"
+    )
+    gw = await make_gateway(CONFIG.replace("routes:\n", "routes:\n" + queue_route))
+    reader, writer = await _open(gw.url)
+    writer.write(
+        b"POST /hooks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 9000\r\n\r\n"
+    )
+
+    async def trickle() -> None:
+        while not writer.is_closing():
+            writer.write(b"x")
+            await asyncio.sleep(0.2)
+
+    trickler = asyncio.ensure_future(trickle())
+    async with asyncio.timeout(10):
+        status, body = await _status(reader)
+    trickler.cancel()
+    writer.close()
+    assert status == 408
+    assert json.loads(body)["error"] == "request_timeout"
+    assert upstream.hits == {}
+    assert gw.access_lines()[-1]["route"] == "hooks"
