@@ -92,7 +92,7 @@ class Acceptor:
                     continue  # the client gave up before being accepted
                 self._refused(exc)
                 return
-            conn.setblocking(False)
+            # Non-blocking mode is set by connect_accepted_socket (asyncio) or libuv (uvloop).
             task = loop.create_task(loop.connect_accepted_socket(self._factory, conn))
             task.add_done_callback(_retrieve)
 
