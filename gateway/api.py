@@ -18,6 +18,7 @@ from gateway.policy import AdminCall, AdminEndpoint, Background, Options, Policy
 from gateway.registry import Registry
 from gateway.store import Keyspace, Script, Store, Subscription, Value
 from gateway.store.factory import open_store
+from gateway.store.memory import MemoryStore
 
 __all__ = [
     "ANONYMOUS",
@@ -34,6 +35,7 @@ __all__ = [
     "Key",
     "Keyspace",
     "LoadedConfig",
+    "MemoryStore",
     "Options",
     "Policy",
     "PolicyContext",
