@@ -27,6 +27,7 @@ from gateway.api import (
 )
 from policies.ratelimit.config import RateLimitOptions
 from policies.ratelimit.keys import bucket_keys
+from policies.ratelimit.local import LocalLimiter
 from policies.ratelimit.plan import make_plan
 from policies.ratelimit.scripts import rate_limit_script
 
@@ -89,8 +90,15 @@ class RateLimit(Policy):
         self._deny = options.on_store_error == "deny"
         self._decisions = context.metrics.counter(
             "gateway_rate_limit_decisions_total",
-            "Rate-limit decisions by route, policy and result (allowed, limited, store_error).",
+            "Rate-limit decisions by route, policy and result (allowed, limited, store_error, "
+            "local_allowed, local_limited).",
             ["route", "policy", "result"],
+        )
+        # `memory://` never fails (it is in this process already): nothing to fall back to.
+        self._local = (
+            LocalLimiter(options, names, context, self._decisions, RateLimited)
+            if options.on_store_error == "local" and context.store.shared
+            else None
         )
         self._children: dict[str, tuple[Any, Any, Any]] = {}
         for route in context.routes:
@@ -101,6 +109,7 @@ class RateLimit(Policy):
         # Cached: get_running_loop() checks getpid(), a system call, every time.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warned_at = -_WARN_EVERY
+        self._beating: asyncio.Task[None] | None = None
 
     def _children_for(self, route: str) -> tuple[Any, Any, Any]:
         children = self._children.get(route)
@@ -208,25 +217,39 @@ class RateLimit(Policy):
     async def _store_error(
         self, request: Request, call_next: Handler, exc: StoreUnavailable
     ) -> Response:
-        route = request.route.name
-        (self._children.get(route) or self._children_for(route))[2].inc()
-        request.log["rate_limit"] = "store_error"
+        local = self._local
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY:
             self._warned_at = now
-            action = "denying" if self._deny else "allowing"
-            log.warning("rate_limit %s: %s; %s requests", self.context.name, exc, action)
+            action = "denying requests" if self._deny else "allowing requests"
+            if local is not None:
+                action = f"limiting requests in this process to 1/{local.share} of each limit"
+            log.warning("rate_limit %s: %s; %s", self.context.name, exc, action)
+        if local is not None:
+            return await local(request, call_next, self.keys_for(request))
+        route = request.route.name
+        (self._children.get(route) or self._children_for(route))[2].inc()
+        request.log["rate_limit"] = "store_error"
         if self._deny:
             raise RateLimitUnavailable(headers={"Retry-After": "1"})
         return await call_next(request)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._local is not None and self._local.heartbeat is not None:
+            self._beating = self.context.background.spawn(
+                self._local.heartbeat.run(), name=f"rate_limit {self.context.name} heartbeat"
+            )
 
     async def stop(self) -> None:
         """Let the store calls under way finish (each is bounded by the store's timeout)."""
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
+        if self._local is not None:
+            if self._beating is not None:
+                self._beating.cancel()
+                await asyncio.gather(self._beating, return_exceptions=True)
+            await self._local.close()
 
     def describe(self) -> str:
         return f"rate_limit {self.context.name}: {self.plan.summary} by {self._key}"
