@@ -1,4 +1,4 @@
-"""`gateway run | check | schema`, plus commands that plugins add (group `gateway.commands`)."""
+"""`gateway run | check | schema | loadtest`, and commands that plugins add (`gateway.commands`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError
+from gateway.loadtest.command import register as register_loadtest
 from gateway.registry import Registry
 
 COMMANDS_GROUP = "gateway.commands"
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the config's JSON Schema")
     schema.add_argument("--markdown", action="store_true", help="the README reference instead")
     schema.set_defaults(func=cmd_schema)
+
+    register_loadtest(sub)
 
     for ep in entry_points(group=COMMANDS_GROUP):
         try:

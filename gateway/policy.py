@@ -88,6 +88,10 @@ class AdminCall:
     store: Store
     instances: Sequence[Policy]
     """The live instances of this policy class in the serving config."""
+    query: Mapping[str, str] = field(default_factory=dict)
+    """The query parameters (`GET /-/top?route=api` gives `{"route": "api"}`)."""
+    routes: Sequence[str] = ()
+    """The names of every route of the serving config, in file order."""
 
 
 AdminEndpoint = Callable[[AdminCall], Awaitable[tuple[int, Any]]]

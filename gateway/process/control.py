@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -48,6 +49,11 @@ class LocalControl:
 
     async def metrics(self) -> bytes:
         return self.runtime.metrics.exposition()
+
+    async def stats(self) -> dict[str, Any]:
+        metrics = self.runtime.metrics
+        metrics.flush()  # requests answered before this call are in it
+        return metrics.stats.snapshot([route.name for route in self.runtime.routes])
 
     async def reload(self) -> list[str]:
         reloads = self.runtime.metrics.reloads
@@ -96,10 +102,18 @@ class LocalControl:
         if pending is not None:
             await pending.stop()
 
-    async def policy_call(self, policy: str, endpoint: str, body: Any) -> tuple[int, Any]:
+    async def policy_call(
+        self, policy: str, endpoint: str, body: Any, query: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
         cls = self.registry[policy]
-        instances = [p for p in self.runtime.policies if isinstance(p, cls)]
-        call = AdminCall(body=body, store=self.runtime.store, instances=instances)
+        runtime = self.runtime
+        call = AdminCall(
+            body=body,
+            store=runtime.store,
+            instances=[p for p in runtime.policies if isinstance(p, cls)],
+            query=query or {},
+            routes=[route.name for route in runtime.routes],
+        )
         return await cls.admin_endpoints[endpoint](call)
 
     def internal_routes(self) -> dict[str, Any]:
@@ -126,8 +140,12 @@ class LocalControl:
             self.runtime.metrics.flush()
             return web.json_response({"status": "flushed"})
 
+        async def stats(_: web.Request) -> web.Response:
+            return web.json_response(await self.stats())
+
         return {
             "POST /-/internal/flush": flush,
+            "GET /-/internal/stats": stats,
             "POST /-/internal/prepare": prepare,
             "POST /-/internal/commit": commit,
             "POST /-/internal/abort": abort,
