@@ -132,6 +132,8 @@ async def test_a_killed_redis_leaves_each_gateway_its_share_until_it_is_back(
     assert f"{decisions(gw, 'local_allowed')} 5.0" in text
     assert f"{decisions(gw, 'local_limited')} 2.0" in text
     assert f"{decisions(gw, 'store_error')} 0.0" in text  # a local decision counts as such
+    async with gw.admin("GET", "/-/stats") as response:
+        assert (await response.json())["routes"]["api"]["rate_limited"] == 2  # local refusals
 
     redis.start()  # same port, empty: it lost the 2 admissions it had counted
     took, answer = await back_on_the_store(gw, within=5.0)
