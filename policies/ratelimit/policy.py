@@ -274,7 +274,11 @@ class RateLimit(Policy):
             await self._local.close()
 
     def describe(self) -> str:
-        return f"rate_limit {self.context.name}: {self.plan.summary} by {self._key}"
+        text = f"rate_limit {self.context.name}: {self.plan.summary} by {self._key}"
+        if self.options.on_store_error == "local":
+            share = self.options.local_share or "N (the processes on the store)"
+            text += f"; store down: limits / {share} per process"
+        return text
 
     @property
     def key_spec(self) -> str:
