@@ -5,10 +5,10 @@ the few the gateway reads itself are kept aside, and the limits of `client` (lin
 header count) are enforced as the pieces arrive. What llhttp refuses on its own: ambiguous
 framing (Content-Length with Transfer-Encoding, two lengths, a Transfer-Encoding that does
 not end in chunked), obs-fold, NUL and other bytes a header may not hold. Refused here: a
-transfer coding other than chunked alone (501: the body is re-chunked for the upstream, and a
-coding left out would change what its bytes mean). The upstream always gets the gateway's
-own spelling of Content-Length, and an HTTP/1.0 chunked request closes the connection after
-its answer (RFC 9112 6.1).
+Transfer-Encoding not ending in chunked (400, RFC 9112 6.3), and a transfer coding besides
+chunked (501: the body is re-chunked for the upstream, and a coding left out would change what
+its bytes mean). The upstream always gets the gateway's own spelling of Content-Length, and an
+HTTP/1.0 chunked request closes the connection after its answer (RFC 9112 6.1).
 """
 
 from __future__ import annotations
@@ -228,6 +228,11 @@ class HeadReader:
         body = None
         if _TE in specials:
             if not _only_chunked(specials[_TE]):
+                # RFC 9112 6.3: without chunked last the body's end is unknowable, a 400;
+                # chunked last over another coding is a coding not implemented (6.1).
+                last = specials[_TE].rpartition(",")[2].strip().lower()
+                if last != "chunked":
+                    raise Refused(400, "bad_request")
                 raise Refused(501, "not_implemented")
             body = RequestBody(self._conn, None, expect)
         elif _LENGTH in specials:
