@@ -26,6 +26,7 @@ from gateway.policy import (
 from gateway.registry import Registry
 from gateway.store import Keyspace, Script, Store, Subscription, Value
 from gateway.store.factory import open_store
+from gateway.store.memory import MemoryStore
 
 __all__ = [
     "ANONYMOUS",
@@ -43,6 +44,7 @@ __all__ = [
     "Key",
     "Keyspace",
     "LoadedConfig",
+    "MemoryStore",
     "Options",
     "Policy",
     "PolicyContext",
