@@ -6,6 +6,7 @@ contract (`pyproject.toml`) keeps `policies/` on this module. See docs/policies/
 
 from __future__ import annotations
 
+from gateway.adminclient import AdminCallFailed, local_admin_url, post_admin
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.config.models import split_listen
 from gateway.config.units import Duration, Rate, Size, parse_duration
@@ -32,6 +33,7 @@ __all__ = [
     "ANONYMOUS",
     "HOP_BY_HOP",
     "AdminCall",
+    "AdminCallFailed",
     "AdminEndpoint",
     "Background",
     "BadPath",
@@ -63,8 +65,10 @@ __all__ = [
     "Value",
     "digest",
     "load_config",
+    "local_admin_url",
     "normalise",
     "open_store",
     "parse_duration",
+    "post_admin",
     "split_listen",
 ]
