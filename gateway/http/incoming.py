@@ -25,6 +25,10 @@ class ClientSide(Protocol):
 
     loop: asyncio.AbstractEventLoop
     peer: str
+    scheme: str
+    """`http` or `https`: what the client spoke to the gateway."""
+    tls_subject: str | None
+    """The verified client certificate's subject (mTLS), else None."""
 
     @property
     def closing(self) -> bool:

@@ -31,7 +31,7 @@ from gateway.registry import Registry
 
 log = logging.getLogger("gateway.supervisor")
 
-_RESTART_ONLY = ("listen", "workers", "admin", "redis", "client")
+_RESTART_ONLY = ("listen", "redirect_http", "workers", "admin", "redis", "client")
 
 
 class WorkerHandle:
@@ -110,6 +110,8 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sighup()))
         # Fail fast, with one clear message, when the public port is taken.
         listening_socket(self.loaded.model.listen, reuse_port=True).close()
+        if self.loaded.model.redirect_http is not None:
+            listening_socket(self.loaded.model.redirect_http, reuse_port=True).close()
         self._write_text(self.loaded.text)
         try:
             await asyncio.gather(*(self._spawn(worker) for worker in self.workers))
