@@ -4,14 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test test-image image-tools install redis-server lint readme loadtest bench instructions soak clean
+.PHONY: demo test test-image install redis-server ops-tools image-tools lint readme loadtest bench instructions soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,loadtest]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -26,12 +26,24 @@ redis-server:
 	    echo "redis-server is needed by the tests: install it with your package manager" >&2; exit 1; \
 	  fi; }
 
+# What the operators' view tests drive: a real browser and a real Prometheus (Debian packages).
+ops-tools:
+	@for tool in chromium prometheus; do \
+	  command -v $$tool >/dev/null 2>&1 && continue; \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $$tool with apt-get"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$tool >/dev/null || exit 1; \
+	  else \
+	    echo "$$tool is needed by the tests: install it with your package manager" >&2; exit 1; \
+	  fi; \
+	done
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: install redis-server image-tools lint
+test: install redis-server ops-tools image-tools lint
 	$(BIN)/pytest
 
 # The container image test (tests/image, part of `make test`) builds the Dockerfile on a

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 import time
 
 from aiohttp import WSMsgType, web
@@ -70,13 +72,24 @@ def make_app() -> web.Application:
     return app
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     args = parser.parse_args()
-    web.run_app(make_app(), host=args.host, port=args.port, print=None, access_log=None)
+    try:
+        web.run_app(make_app(), host=args.host, port=args.port, print=None, access_log=None)
+    except OSError as exc:
+        # One line, not a traceback: the cause and the way out are all the user needs.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(
+            f"demo upstream: cannot listen on {args.host}:{args.port}: {reason} "
+            "(stop what holds it, or choose another port with --port)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,7 +14,15 @@ from gateway.http.headers import HOP_BY_HOP
 from gateway.http.messages import Body, Handler, Request, Response, RouteInfo
 from gateway.http.paths import BadPath, normalise
 from gateway.keys import ANONYMOUS, Key, digest
-from gateway.policy import AdminCall, AdminEndpoint, Background, Options, Policy, PolicyContext
+from gateway.policy import (
+    AdminCall,
+    AdminEndpoint,
+    Background,
+    Downstream,
+    Options,
+    Policy,
+    PolicyContext,
+)
 from gateway.registry import Registry
 from gateway.store import Keyspace, Script, Store, Subscription, Value
 from gateway.store.factory import open_store
@@ -28,6 +36,7 @@ __all__ = [
     "BadPath",
     "Body",
     "ConfigError",
+    "Downstream",
     "Duration",
     "HTTPError",
     "Handler",

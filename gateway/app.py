@@ -6,6 +6,7 @@ carry their status and code; anything else is a 500 whose traceback stays in the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -96,28 +97,35 @@ class Gateway:
                 incoming=incoming,
             )
             response = await route.handler(request)
+        except asyncio.CancelledError:
+            self._cut_off(incoming, rid, route_name, path, started, request)
+            raise
         except BadPath as exc:
-            response = _error(BadRequest(extra={"reason": str(exc)}), rid)
+            response = error_response(BadRequest(extra={"reason": str(exc)}), rid)
         except HTTPError as exc:
             if isinstance(exc, UpstreamError) and route is not None:
                 self.metrics.upstream_errors.labels(route.config.upstream, exc.code).inc()
-            response = _error(exc, rid)
+            response = error_response(exc, rid)
         except Exception:
             log.exception("request %s failed", rid)
-            response = _error(HTTPError(), rid)
+            response = error_response(HTTPError(), rid)
 
         response.headers["X-Request-ID"] = rid
-        if response.upgrade is not None:
-            await response.upgrade(incoming)
-            sent = 0
-        else:
-            whole = response.stream.buffered() if response.stream is not None else None
-            if whole is not None:
-                response.body, response.stream = whole, None
-            if response.stream is None:
-                sent = complete(incoming, response)
+        try:
+            if response.upgrade is not None:
+                await response.upgrade(incoming)
+                sent = 0
             else:
-                sent = await stream(incoming, response, rid)
+                whole = response.stream.buffered() if response.stream is not None else None
+                if whole is not None:
+                    response.body, response.stream = whole, None
+                if response.stream is None:
+                    sent = complete(incoming, response)
+                else:
+                    sent = await stream(incoming, response, rid)
+        except asyncio.CancelledError:
+            self._cut_off(incoming, rid, route_name, path, started, request)
+            raise
 
         elapsed = time.perf_counter() - started
         self.metrics.request(route_name or "", response.status, elapsed)
@@ -137,11 +145,45 @@ class Gateway:
                 elapsed,
                 upstream_seconds,
                 request.client_ip if request is not None else incoming.peer,
-                request.log if request is not None else None,
+                self._log_fields(request, incoming),
+            )
+
+    @staticmethod
+    def _log_fields(request: Request | None, incoming: Incoming) -> dict[str, Any] | None:
+        fields = request.log if request is not None else None
+        aborted = incoming.conn.aborted
+        if aborted is not None:
+            fields = {**(fields or {}), "aborted": aborted}
+        return fields
+
+    def _cut_off(
+        self,
+        incoming: Incoming,
+        rid: str,
+        route_name: str | None,
+        path: str,
+        started: float,
+        request: Request | None,
+    ) -> None:
+        """The listener cancelled this request (`shutdown_timeout`): its access line says
+        status 0 (no complete answer) and bytes 0."""
+        if self.access_log is not None:
+            self.access_log.request(
+                rid,
+                route_name,
+                incoming.method,
+                path,
+                0,
+                0,
+                time.perf_counter() - started,
+                request.upstream_seconds if request is not None else None,
+                request.client_ip if request is not None else incoming.peer,
+                self._log_fields(request, incoming),
             )
 
 
-def _error(exc: HTTPError, rid: str) -> Response:
+def error_response(exc: HTTPError, rid: str) -> Response:
+    """The gateway's JSON answer for `exc` (also what `gateway.aiohttp` answers)."""
     payload: dict[str, Any] = {"error": exc.code, "request_id": rid}
     payload.update(exc.extra)
     return Response.json(exc.status, payload, exc.headers)

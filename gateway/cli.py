@@ -1,4 +1,4 @@
-"""`gateway run | check | schema`, plus commands that plugins add (group `gateway.commands`)."""
+"""`gateway run | check | schema | loadtest`, and commands that plugins add (`gateway.commands`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError
+from gateway.loadtest.command import register as register_loadtest
 from gateway.registry import Registry
 
 COMMANDS_GROUP = "gateway.commands"
@@ -35,6 +36,7 @@ def _load(path: str, registry: Registry) -> LoadedConfig | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.process.server import StartError
     from gateway.process.supervisor import Supervisor
     from gateway.process.worker import _run
     from gateway.telemetry.logs import setup_logging
@@ -46,18 +48,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if (
-        args.workers is not None
-        and args.workers > 1
-        and loaded.model.redis.url.startswith("memory:")
-    ):
+    # The same rule as `workers:` in the file (`auto` is refused too, even on one CPU).
+    if args.workers not in (None, 1) and loaded.model.redis.url.startswith("memory:"):
         print(
             "memory:// holds state in one process: use --workers 1 or a redis:// store",
             file=sys.stderr,
         )
         return 2
+    workers = (os.cpu_count() or 1) if args.workers == "auto" else args.workers
     supervisor = Supervisor(
-        loaded, registry, workers=args.workers, log_level=args.log_level, log_format=args.log_format
+        loaded, registry, workers=workers, log_level=args.log_level, log_format=args.log_format
     )
     result: list[int] = []
 
@@ -66,10 +66,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         _run(main())
-    except OSError as exc:
-        print(f"cannot serve {loaded.model.listen}: {exc.strerror}", file=sys.stderr)
+    except StartError as exc:
+        print(str(exc), file=sys.stderr)
         return 1
     return result[0] if result else 1
+
+
+def _workers(value: str) -> int | str:
+    """`--workers`: as `workers:` in the file, 1 to 256 or `auto` (the CPU count)."""
+    if value == "auto":
+        return value
+    if value.isdigit() and 1 <= int(value) <= 256:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected 1 to 256 or 'auto', got {value!r}")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -129,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="serve a config")
     run.add_argument("-c", "--config", default=_default_config(), help="config file")
-    run.add_argument("--workers", type=int, default=None, help="override `workers`")
+    run.add_argument(
+        "--workers", type=_workers, default=None, help="override `workers`: 1 to 256 or auto"
+    )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", default="json", choices=["json", "text"])
     run.set_defaults(func=cmd_run)
@@ -141,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the config's JSON Schema")
     schema.add_argument("--markdown", action="store_true", help="the README reference instead")
     schema.set_defaults(func=cmd_schema)
+
+    register_loadtest(sub)
 
     for ep in entry_points(group=COMMANDS_GROUP):
         try:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway.http.messages import Handler, Request, Response
+from gateway.http.messages import Handler, Request, Response, RouteInfo
 
 if TYPE_CHECKING:
     from gateway.store import Store
@@ -64,6 +64,21 @@ class Background:
 
 
 @dataclass(frozen=True)
+class Downstream:
+    """The rest of one route's chain after a policy: the policies behind it, then the proxy.
+
+    For requests a policy makes itself, outside a client's request (a background delivery):
+    they get the same later policies, header hygiene and upstream pool as `call_next`."""
+
+    route: RouteInfo
+    handler: Handler
+
+
+def _not_composed(route: str) -> Downstream:
+    raise LookupError(f"no chain of route {route!r} is composed with this policy")
+
+
+@dataclass(frozen=True)
 class PolicyContext:
     """What a policy gets when it is built, besides its options."""
 
@@ -77,6 +92,9 @@ class PolicyContext:
     background: Background
     routes: tuple[str, ...] = field(default=())
     """Names of the routes whose chains include this instance."""
+    downstream: Callable[[str], Downstream] = field(default=_not_composed)
+    """`downstream(route)`: that route's chain after this policy (see `Downstream`), for each
+    of `routes`; available from `start()` on (the chains are composed after the policies)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,10 @@ class AdminCall:
     store: Store
     instances: Sequence[Policy]
     """The live instances of this policy class in the serving config."""
+    query: Mapping[str, str] = field(default_factory=dict)
+    """The query parameters (`GET /-/top?route=api` gives `{"route": "api"}`)."""
+    routes: Sequence[str] = ()
+    """The names of every route of the serving config, in file order."""
 
 
 AdminEndpoint = Callable[[AdminCall], Awaitable[tuple[int, Any]]]

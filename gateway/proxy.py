@@ -14,7 +14,9 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.http.headers import end_to_end, message_head
+from gateway.http.incoming import Incoming
 from gateway.http.messages import Request, Response
+from gateway.http.respond import informational
 from gateway.upstream.connection import ConnectionLost, ResponseHead, UpstreamConnection
 from gateway.upstream.pool import Target, Upstream
 
@@ -95,7 +97,11 @@ class Proxy:
     async def _send(self, request: Request, conn: UpstreamConnection, head: bytes) -> ResponseHead:
         body = request.body
         pending = conn.start(
-            head, head_only=request.method == "HEAD", read_timeout=self.read_timeout
+            head,
+            head_only=request.method == "HEAD",
+            read_timeout=self.read_timeout,
+            client=request.incoming,
+            interim=_forward_interim,
         )
         if body is None or isinstance(body, bytes):
             if body:
@@ -154,6 +160,12 @@ class Proxy:
 
     def _response(self, answer: ResponseHead) -> Response:
         return Response(answer.status, end_to_end(answer.headers), stream=answer.body)
+
+
+def _forward_interim(client: Incoming | None, status: int, raw: list[tuple[bytes, bytes]]) -> None:
+    # Only the request's own client (a background refresh has none), end-to-end headers only.
+    if client is not None:
+        informational(client, status, end_to_end(raw))
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

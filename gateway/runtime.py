@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from gateway.chain import compose
@@ -19,7 +20,7 @@ from gateway.http.headers import Forwarding
 from gateway.http.messages import Handler
 from gateway.http.tls import server_context
 from gateway.http.websocket import WebSocketProxy
-from gateway.policy import Background, Policy, PolicyContext
+from gateway.policy import Background, Downstream, Policy, PolicyContext
 from gateway.proxy import Proxy
 from gateway.routing import Route, Router
 from gateway.store import Store
@@ -27,6 +28,26 @@ from gateway.telemetry.metrics import Metrics
 from gateway.upstream.pool import Upstream
 
 log = logging.getLogger("gateway.runtime")
+
+
+def policy_context(
+    spec: PolicySpec,
+    route: str,
+    routes: tuple[str, ...],
+    store: Store,
+    metrics: Metrics,
+    background: Background,
+    downstream: Callable[[str], Downstream] | None = None,
+) -> PolicyContext:
+    """The context of the instance built from `spec`: a named definition's store keys are
+    `policy:<name>`, shared by every route and every process (or app) that uses the file;
+    an inline declaration's are `route:<route>`. `downstream` is the gateway's chains after
+    the instance (an aiohttp app has none)."""
+    name = spec.name or spec.kind
+    scope = f"policy:{spec.name}" if spec.name else f"route:{route}"
+    if downstream is None:
+        return PolicyContext(name, scope, store, metrics, background, routes)
+    return PolicyContext(name, scope, store, metrics, background, routes, downstream)
 
 
 class Runtime:
@@ -51,6 +72,7 @@ class Runtime:
         except CertProblem as exc:
             raise loaded.problem(exc.loc, exc.message) from None
         self.policies: list[Policy] = []
+        self._downstream: dict[Policy, dict[str, Downstream]] = {}
         named: dict[str, Policy] = {}
         users: dict[str, list[str]] = {}
         for route_config, chain in zip(model.routes, loaded.chains, strict=True):
@@ -88,25 +110,31 @@ class Runtime:
             )
             if route_config.websocket:
                 terminal = WebSocketProxy(terminal, upstream)
-            routes.append(
-                Route(route_config, upstream, compose(instances, terminal), instances, max_body)
-            )
+            route = Route(route_config, upstream, compose(instances, terminal), instances, max_body)
+            for position, policy in enumerate(instances):
+                rest = compose(instances[position + 1 :], terminal)
+                self._downstream[policy][route.name] = Downstream(route, rest)
+            routes.append(route)
         self.routes = routes
         self.router = Router(routes)
 
     def _build(
         self, spec: PolicySpec, loc: tuple[Any, ...], route: str, routes: tuple[str, ...]
     ) -> Policy:
-        name = spec.name or spec.kind
-        scope = f"policy:{spec.name}" if spec.name else f"route:{route}"
-        context = PolicyContext(name, scope, self.store, self.metrics, self.background, routes)
+        downstream: dict[str, Downstream] = {}
+        context = policy_context(
+            spec, route, routes, self.store, self.metrics, self.background, downstream.__getitem__
+        )
+        name = context.name
         try:
-            return spec.cls(spec.options, context)
+            policy = spec.cls(spec.options, context)
         except ConfigError:
             raise
         except Exception as exc:  # a policy's own constructor bug must name where it was declared
             log.exception("building policy %s failed", name)
             raise self.loaded.problem(loc, f"cannot build {spec.kind}: {exc}") from exc
+        self._downstream[policy] = downstream
+        return policy
 
     async def start(self) -> None:
         for policy in self.policies:

@@ -104,24 +104,17 @@ def render_config(source: Path, env: Mapping[str, str]) -> Rendered:
 
 
 def create_sessions(redis_url: str, count: int, ttl: int = 3600) -> list[dict[str, str]]:
-    """Write `count` sessions as an application would (HSET session:<id> ... + EXPIRE)."""
-    import redis
+    """Write `count` sessions as an application would (HSET session:<id> ... + EXPIRE), with
+    the session writer of `gateway loadtest --sessions`."""
+    from gateway.config.models import RedisConfig
+    from gateway.loadtest.sessions import write
 
-    sessions = [
-        {"id": secrets.token_urlsafe(24), "user_id": str(1000 + n), "role": "user"}
+    planned = [
+        {"id": secrets.token_urlsafe(24), "fields": {"user_id": str(1000 + n), "role": "user"}}
         for n in range(count)
     ]
-    client = redis.Redis.from_url(redis_url)
-    try:
-        pipe = client.pipeline(transaction=False)
-        for session in sessions:
-            key = f"session:{session['id']}"
-            pipe.hset(key, mapping={"user_id": session["user_id"], "role": session["role"]})
-            pipe.expire(key, ttl)
-        pipe.execute()
-    finally:
-        client.close()
-    return sessions
+    write(RedisConfig(url=redis_url, timeout=5.0), {"session:": planned}, ttl=ttl)
+    return [{"id": entry["id"], **entry["fields"]} for entry in planned]
 
 
 def write_report(path: Path, data: Any) -> None:

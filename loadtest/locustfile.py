@@ -31,13 +31,14 @@ import os
 import random
 import re
 import secrets
-import time
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from locust import tag, task
-from locust.contrib.fasthttp import FastHttpUser, ResponseContextManager
+from locust.contrib.fasthttp import ResponseContextManager
+
+from gateway.loadtest.users import PacedUser
 
 FAST_BODY = "Hello, World!"
 CACHEABLE_BODY = "cacheable body"
@@ -177,26 +178,17 @@ def check_session(
     return None
 
 
-class _Scenario(FastHttpUser):
-    """Paces every user so all users together offer `LOADTEST_RATE` requests/s."""
+class _Scenario(PacedUser):
+    """Paced as `gateway loadtest` paces: all users together offer `LOADTEST_RATE` requests/s."""
 
     abstract = True
-    network_timeout = 10.0
-    connection_timeout = 5.0
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
-        users = max(1, int(getattr(options, "num_users", None) or 1))
+        self.users = max(1, int(getattr(options, "num_users", None) or 1))
         total = _env_float("LOADTEST_RATE", 0.0)
-        self.interval = users / total if total > 0 else 0.1
-        # A random phase, so users spawned together do not fire together.
-        self.next_at = time.perf_counter() + random.uniform(0, self.interval)
-
-    def wait_time(self) -> float:
-        now = time.perf_counter()
-        # Behind by more than one interval (a slow answer): do not burst to catch up.
-        self.next_at = max(self.next_at + self.interval, now - self.interval)
-        return max(0.0, self.next_at - now)
+        self.rate = total if total > 0 else 10.0 * self.users
+        super().on_start()
 
     # -- one request per task, shared by the scenario classes and the blend ------------------
     def passthrough(self, name: str = "passthrough") -> None:

@@ -7,7 +7,7 @@ the upstream stalls (once); every answer is judged and the recovery after each f
 Starts a private redis-server (append-only file, so a restart on the same port comes back
 with its data, as a production Redis does), loadtest/upstream.py and `gateway run` with
 loadtest/soak.yaml, writes sessions into Redis, then offers a fixed request rate round robin
-over the five routes (passthrough, rate_limit allow, rate_limit deny, cache, session) while
+over the six routes (passthrough, rate_limit allow, rate_limit deny, cache, session, queue) while
 the faults happen on schedule: Redis SIGKILLed and restarted on its port, twice; the upstream
 SIGSTOPped and SIGCONTed, once. `/-/ready` is polled as an orchestrator would.
 
@@ -16,7 +16,9 @@ the process logs) gives the answers by status per route, each fault's time to re
 first fully healthy second after it ended), and the must-be-zero counts: requests that hung,
 5xx other than the documented ones (502/504 from the upstream, 503 rate_limit_unavailable /
 session_store_unavailable from the store), connection errors, wrong 200s, worker restarts,
-tracebacks in the gateway log, faults never recovered from. Exit 1 when one is not zero, 2 on
+tracebacks in the gateway log, faults never recovered from, requests the queue accepted (202)
+that never reached the upstream (looked for once the load ends, for up to --drain seconds;
+duplicates are counted and reported, they are allowed). Exit 1 when one is not zero, 2 on
 bad arguments, 130 when interrupted.
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -75,6 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ready-every", type=float, default=2.0, help="poll /-/ready (0: never)")
     p.add_argument("--hang", type=float, default=10.0, help="no answer after this: hung")
     p.add_argument("--sessions", type=int, default=50, help="valid sessions to create")
+    p.add_argument("--drain", type=float, default=60.0, help="seconds for the queue to deliver")
     p.add_argument("--reports", type=Path, default=HERE / "reports", help="parent directory")
     args = p.parse_args(argv)
     args.duration = args.duration or DEFAULT_DURATION[args.faults]
@@ -82,8 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     last_end = max(at + lasting for _, at, lasting in schedule)
     if args.duration < last_end + TAIL:
         p.error(f"--faults {args.faults} needs --duration of at least {last_end + TAIL:g}")
-    if args.rate <= 0 or args.workers < 1 or args.hang <= 0 or args.sessions < 1:
-        p.error("--rate, --workers, --hang and --sessions must be positive")
+    if args.rate <= 0 or args.workers < 1 or args.hang <= 0 or args.sessions < 1 or args.drain < 0:
+        p.error("--rate, --workers, --hang and --sessions must be positive, --drain not negative")
     return args
 
 
@@ -112,6 +116,15 @@ def start_redis(children: Children, port: int, workdir: Path, log: Path) -> Chil
     return child
 
 
+def read_json(url: str) -> dict[str, int]:
+    """GET `url` as JSON ({} when nothing answered)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return dict(json.loads(response.read()))
+    except (OSError, ValueError):
+        return {}
+
+
 def http_status(url: str, timeout: float = 5.0) -> int | None:
     """The status of GET `url`, None when nothing answered."""
     try:
@@ -137,6 +150,7 @@ class Soak:
         self.redis_port = free_port()
         self.redis: Child | None = None
         self.upstream: Child | None = None
+        self.upstream_port = 0
         self.admin_port = 0
         self.ready: list[tuple[float, int | None]] = []
         self.faults: list[Fault] = []
@@ -149,6 +163,7 @@ class Soak:
         )
         redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         upstream_port, self.upstream = start_upstream(self.children, report / "upstream.log")
+        self.upstream_port = upstream_port
         port, self.admin_port = free_port(), free_port()
         env = dict(
             os.environ,
@@ -238,6 +253,26 @@ class Soak:
             self.ready.append((time.perf_counter() - started, status))
             await asyncio.sleep(every)
 
+    async def queue_figures(self, load: Load) -> dict[str, int]:
+        """Wait (up to --drain) until every accepted id reached the upstream; the figures."""
+        accepted = {o.queued for o in load.outcomes if o.queued is not None}
+        loop = asyncio.get_running_loop()
+        url = f"http://127.0.0.1:{self.upstream_port}/deliveries"
+        received: dict[str, int] = {}
+        deadline = time.perf_counter() + self.args.drain
+        while time.perf_counter() < deadline:
+            received = await loop.run_in_executor(None, read_json, url)
+            if accepted <= set(received):
+                break
+            await asyncio.sleep(0.5)
+        delivered = len(accepted & set(received))
+        return {
+            "accepted": len(accepted),
+            "delivered": delivered,
+            "duplicates": sum(n - 1 for key, n in received.items() if key in accepted),
+            "lost": len(accepted) - delivered,
+        }
+
     def metrics(self) -> str:
         try:
             url = f"http://127.0.0.1:{self.admin_port}/metrics"
@@ -262,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             asyncio.run(soak.run(load))
+            queue = asyncio.run(soak.queue_figures(load))
             metrics = soak.metrics()
     except KeyboardInterrupt:
         print(f"interrupted; every child process was stopped. Partial reports: {report}")
@@ -270,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak could not run: {exc}\nlogs: {report}", file=sys.stderr)
         return 1
     gateway_log = (report / "gateway.log").read_text(errors="replace")
-    run = Run(vars(args), load.outcomes, soak.faults, soak.ready, metrics, gateway_log)
+    run = Run(vars(args), load.outcomes, soak.faults, soak.ready, metrics, gateway_log, queue)
     text = render(run)
     print("\n" + text)
     write_report(report / "report.md", text)

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-ROUTES = ("passthrough", "limited", "strict", "cached", "account")
+ROUTES = ("passthrough", "limited", "strict", "cached", "account", "queued")
 FAST_BODY = b"Hello, World!"
 CACHEABLE_BODY = b"cacheable body"
 HOT_KEYS = 20
@@ -29,6 +29,7 @@ DOCUMENTED_5XX = {
     (504, "gateway_timeout"),  # upstream too slow
     (503, "rate_limit_unavailable"),  # store down, on_store_error: deny
     (503, "session_store_unavailable"),  # store down, session policy
+    (503, "queue_unavailable"),  # store down, queue policy: nothing accepted
 }
 CACHE_WORKED = {"HIT", "MISS", "STALE", "EXPIRED"}  # BYPASS: the store was not used
 
@@ -49,6 +50,8 @@ class Outcome:
     failure: str | None = None
     """`hung` or `connection: <error>` when no HTTP answer came."""
     seconds: float = 0.0
+    queued: str | None = None
+    """The id a queue route accepted the request under (202)."""
 
     @property
     def undocumented(self) -> bool:
@@ -72,8 +75,10 @@ class Load:
     outcomes: list[Outcome] = field(default_factory=list)
 
     def request(self, n: int) -> tuple[str, str, dict[str, str], dict[str, str] | None]:
-        """(route, path, headers, session) of the n-th request."""
+        """(route, path, headers, session) of the n-th request (`queued` ones are POSTs)."""
         route = ROUTES[n % len(ROUTES)]
+        if route == "queued":
+            return route, "/queued/delivered", {"Content-Type": "application/json"}, None
         if route == "cached":
             return route, f"/cached/cacheable/k{n // len(ROUTES) % HOT_KEYS}", {}, None
         if route == "account":
@@ -91,6 +96,16 @@ def judge(outcome: Outcome, headers: Any, body: bytes, session: dict[str, str] |
         except (ValueError, AttributeError):
             outcome.code = "unreadable"
     outcome.cache = headers.get("X-Cache")
+    if outcome.route == "queued":
+        if status == 202:
+            try:
+                outcome.queued = str(json.loads(body)["queued"])
+                outcome.healthy = True
+            except (ValueError, KeyError, TypeError):
+                outcome.wrong = f"202 body {body[:40]!r}"
+        elif status == 200:
+            outcome.wrong = "200 instead of 202"
+        return
     if status != 200:
         return
     route = outcome.route
@@ -127,7 +142,12 @@ async def drive(load: Load, started: float) -> None:
             load.outcomes.append(outcome)
             try:
                 async with asyncio.timeout(load.hang):
-                    async with client.get(load.base + path, headers=headers) as response:
+                    method, data = (
+                        ("POST", b'{"n": %d}' % n) if route == "queued" else ("GET", None)
+                    )
+                    async with client.request(
+                        method, load.base + path, headers=headers, data=data
+                    ) as response:
                         outcome.status = response.status
                         body = await response.read()
                         judge(outcome, response.headers, body, session)

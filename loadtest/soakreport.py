@@ -22,6 +22,8 @@ class Run:
     """(seconds from the start, status of GET /-/ready or None)."""
     metrics: str
     gateway_log: str
+    queue: dict[str, int] | None = None
+    """The queue route's figures: accepted, delivered, duplicates, lost."""
 
 
 def _metric(text: str, name: str) -> float:
@@ -48,6 +50,7 @@ def must_be_zero(run: Run) -> dict[str, int]:
         "gateway workers that died": run.gateway_log.count("; replacing it"),
         "tracebacks in the gateway log": run.gateway_log.count("Traceback"),
         "faults not recovered from before the next one (or the end)": unrecovered,
+        "queued requests accepted (202) and never delivered": (run.queue or {}).get("lost", 0),
     }
 
 
@@ -63,6 +66,7 @@ def verdict(run: Run) -> dict[str, Any]:
             for f in run.faults
         ],
         "by_route": {route: dict(counts) for route, counts in by_route(run.outcomes).items()},
+        "queue": run.queue,
     }
 
 
@@ -148,6 +152,10 @@ def render(run: Run) -> str:
         f"Store calls that failed: {_metric(run.metrics, 'gateway_store_errors_total'):g} "
         "(calls skipped by an open breaker are not calls); breaker open at the end: "
         f"{_metric(run.metrics, 'gateway_store_breaker_open'):g}.",
+        "",
+        "Queue (at least once, every 202 looked for at the upstream after the run): "
+        + ", ".join(f"{k} {v}" for k, v in (run.queue or {}).items())
+        + ".",
         "",
         "Verdict: " + ("PASS" if not any(zeros.values()) else "FAIL"),
     ]

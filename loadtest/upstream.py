@@ -13,6 +13,8 @@ requests over many cache keys):
 - `/json`       200, a small JSON object
 - `/whoami`     200, JSON echo of the identity the upstream received: `X-User-Id`,
                 `X-User-Role`, `Authorization`, `Cookie` (null when absent)
+- `/delivered`  200; counts the request's `Idempotency-Key` (the queue's deliveries)
+- `/deliveries` 200, JSON `{key: times received}` of every `/delivered` request so far
 - anything else 404
 
 Request bodies are read by `Content-Length` and dropped; a chunked request body gets 501
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections import Counter
 
 _MAX_HEAD = 64 * 1024
 _FAST_BODY = b"Hello, World!"
@@ -81,12 +84,17 @@ def _whoami(head: bytes, lower: bytes, head_only: bool) -> bytes:
     return _response(b"200 OK", _JSON, body, head_only)
 
 
+_DELIVERED = _canned(b"200 OK", _TEXT, b"delivered")
+
+
 class FastHTTP(asyncio.Protocol):
     """One client connection: parse complete requests from the buffer, answer each."""
 
-    __slots__ = ("buffer", "paused", "transport")
+    __slots__ = ("buffer", "deliveries", "paused", "transport")
 
-    def __init__(self) -> None:
+    def __init__(self, deliveries: Counter[str] | None = None) -> None:
+        self.deliveries: Counter[str] = deliveries if deliveries is not None else Counter()
+        """Idempotency-Key -> times received, shared by the server's connections."""
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.paused = False
@@ -162,8 +170,7 @@ class FastHTTP(asyncio.Protocol):
         if close:
             transport.close()
 
-    @staticmethod
-    def _answer(method: bytes, target: bytes, head: bytes, lower: bytes) -> bytes:
+    def _answer(self, method: bytes, target: bytes, head: bytes, lower: bytes) -> bytes:
         head_only = method == b"HEAD"
         path = target.split(b"?", 1)[0]
         first = path[1:].split(b"/", 1)[0] if path.startswith(b"/") else b""
@@ -174,14 +181,22 @@ class FastHTTP(asyncio.Protocol):
             return canned[1] if head_only else canned[0]
         if first == b"whoami":
             return _whoami(head, lower, head_only)
+        if first == b"delivered":
+            key = _header(head, lower, b"idempotency-key:")
+            self.deliveries[(key or b"").decode("latin-1")] += 1
+            return _DELIVERED[1] if head_only else _DELIVERED[0]
+        if first == b"deliveries":
+            body = json.dumps(self.deliveries).encode()
+            return _response(b"200 OK", _JSON, body, head_only)
         return _NOT_FOUND[1] if head_only else _NOT_FOUND[0]
 
 
 async def serve(host: str, port: int, reuse_port: bool = False) -> None:
     """Serve until cancelled; prints `upstream listening on http://HOST:PORT` once bound."""
     loop = asyncio.get_running_loop()
+    deliveries: Counter[str] = Counter()
     server = await loop.create_server(
-        FastHTTP, host, port, backlog=4096, reuse_port=reuse_port or None
+        lambda: FastHTTP(deliveries), host, port, backlog=4096, reuse_port=reuse_port or None
     )
     bound = server.sockets[0].getsockname()
     print(f"upstream listening on http://{bound[0]}:{bound[1]}", file=sys.stderr, flush=True)

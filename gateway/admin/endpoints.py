@@ -1,4 +1,5 @@
-"""The admin listener: health, readiness, metrics, routes, reload, and policies' admin calls.
+"""The admin listener: health, readiness, metrics, stats, routes, reload, the dashboard, and
+policies' admin calls.
 
 It serves a `Control`, so the same app fronts one process (tests, each worker's private
 control socket) or the supervisor of many workers. It is never mounted on the public listener.
@@ -14,8 +15,14 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.admin.dashboard import dashboard
+from gateway.admin.stats import render as render_stats
 from gateway.errors import ConfigError
 from gateway.registry import Registry
+
+_OPEN = frozenset({"/-/health", "/-/dashboard"})
+"""Paths served without the token: liveness, and the dashboard's page, which holds no data
+(its scripts send the token with every call they make; see gateway/admin/dashboard.py)."""
 
 
 class Control(Protocol):
@@ -30,7 +37,12 @@ class Control(Protocol):
     async def reload(self) -> list[str]:
         """Apply the config file again; returns warnings, raises `ConfigError` (old one stays)."""
 
-    async def policy_call(self, policy: str, endpoint: str, body: Any) -> tuple[int, Any]: ...
+    async def stats(self) -> dict[str, Any]:
+        """The summed `telemetry.stats` snapshot of every worker."""
+
+    async def policy_call(
+        self, policy: str, endpoint: str, body: Any, query: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]: ...
 
 
 def _json(status: int, payload: Any) -> web.Response:
@@ -45,14 +57,15 @@ def admin_app(
     extra_routes: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
     | None = None,
 ) -> web.Application:
-    """The admin HTTP app. With `token`, every endpoint but `/-/health` needs the bearer token."""
+    """The admin HTTP app. With `token`, every endpoint but `/-/health` and the dashboard's page
+    needs the bearer token."""
     expected = f"Bearer {token}".encode() if token else None
 
     @web.middleware
     async def auth(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if expected is not None and request.path != "/-/health":
+        if expected is not None and request.path not in _OPEN:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 return _json(401, {"error": "unauthorized"})
@@ -76,6 +89,9 @@ def admin_app(
     async def routes(_: web.Request) -> web.Response:
         return _json(200, {"routes": await control.routes()})
 
+    async def stats(_: web.Request) -> web.Response:
+        return _json(200, render_stats(await control.stats()))
+
     async def reload(_: web.Request) -> web.Response:
         try:
             warnings = await control.reload()
@@ -90,6 +106,8 @@ def admin_app(
     app.router.add_get("/-/ready", ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/routes", routes)
+    app.router.add_get("/-/stats", stats)
+    app.router.add_get("/-/dashboard", dashboard)
     app.router.add_post("/-/reload", reload)
     for policy_type in registry:
         for key in registry[policy_type].admin_endpoints:
@@ -111,7 +129,7 @@ def _policy_endpoint(
                 body = await request.json()
             except ValueError:
                 return _json(400, {"error": "invalid_json"})
-        status, payload = await control.policy_call(policy_type, key, body)
+        status, payload = await control.policy_call(policy_type, key, body, dict(request.query))
         return _json(status, payload)
 
     return handle

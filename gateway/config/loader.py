@@ -68,7 +68,11 @@ class LoadedConfig:
 
 
 def load_config(
-    path: str, *, env: Mapping[str, str] | None = None, registry: Registry | None = None
+    path: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    registry: Registry | None = None,
+    shape: type[GatewayConfig] = GatewayConfig,
 ) -> LoadedConfig:
     """Read and validate the config at `path`; raise `ConfigError` with every problem found."""
     try:
@@ -78,7 +82,7 @@ def load_config(
         raise ConfigError([ConfigProblem(path, None, "", f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError:
         raise ConfigError([ConfigProblem(path, None, "", "not UTF-8 text")]) from None
-    return parse_config(text, path, env=env, registry=registry)
+    return parse_config(text, path, env=env, registry=registry, shape=shape)
 
 
 def parse_config(
@@ -87,6 +91,7 @@ def parse_config(
     *,
     env: Mapping[str, str] | None = None,
     registry: Registry | None = None,
+    shape: type[GatewayConfig] = GatewayConfig,
 ) -> LoadedConfig:
     """Validate config `text`, naming `file` in errors."""
     registry = registry if registry is not None else Registry.discover()
@@ -100,13 +105,27 @@ def parse_config(
         raise ConfigError([*problems, ConfigProblem(file, None, "", "the config is empty")])
     if not isinstance(data, dict):
         raise ConfigError([*problems, ConfigProblem(file, 1, "", "the config must be a mapping")])
+    return check_config(data, file, text, positions, registry, shape, problems)
 
+
+def check_config(
+    data: dict[str, Any],
+    file: str,
+    text: str,
+    positions: Positions,
+    registry: Registry,
+    shape: type[GatewayConfig] = GatewayConfig,
+    problems: list[ConfigProblem] | None = None,
+) -> LoadedConfig:
+    """Validate parsed config `data` against `shape` (`EmbeddedConfig` for the aiohttp
+    embedding), adding to the `problems` already found; `ConfigError` lists them all."""
+    problems = list(problems or [])
     checker = _Checker(file, positions, registry)
     model: GatewayConfig | None = None
     try:
-        model = GatewayConfig.model_validate(data)
+        model = shape.model_validate(data)
     except ValidationError as exc:
-        checker.pydantic(exc, (), GatewayConfig)
+        checker.pydantic(exc, (), shape)
     named, chains = checker.policies(data)
     checker.references(data, model)
     checker.tls_files(data, os.path.dirname(file))
@@ -116,6 +135,25 @@ def parse_config(
     return LoadedConfig(
         model, named, chains, file, text, positions, route_warnings(model, positions)
     )
+
+
+def check_chain(
+    entries: Sequence[Any],
+    named: Mapping[str, PolicySpec],
+    route: str,
+    loc: Loc,
+    file: str,
+    line: int | None,
+    registry: Registry,
+) -> list[PolicySpec]:
+    """A chain declared in code (the aiohttp embedding): each entry a name of `named` or a
+    one-key mapping, checked as a route's `policies`; problems name `file:line` and `loc`."""
+    checker = _Checker(file, Positions({(): line} if line else {}), registry)
+    raw_named: dict[str, Any] = {name: {spec.kind: {}} for name, spec in named.items()}
+    chain = checker.chain(list(entries), loc, named, raw_named, route)
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    return chain
 
 
 class _Checker:
@@ -160,32 +198,50 @@ class _Checker:
         chains: list[list[PolicySpec]] = []
         routes = data.get("routes")
         for index, route in enumerate(routes if isinstance(routes, list) else []):
-            steps: list[_Step] = []
             entries = route.get("policies") if isinstance(route, dict) else None
-            for position, entry in enumerate(entries if isinstance(entries, list) else []):
-                loc: Loc = ("routes", index, "policies", position)
-                if isinstance(entry, str):
-                    if entry in named:
-                        steps.append(_Step(loc, named[entry].kind, named[entry]))
-                    elif not isinstance(raw_named, dict) or entry not in raw_named:
-                        known = ", ".join(sorted(raw_named)) if isinstance(raw_named, dict) else ""
-                        self.add(
-                            loc,
-                            f"no policy named {entry!r}"
-                            + (f" (defined: {known})" if known else ""),
-                        )
-                    else:  # a definition with problems of its own, already reported
-                        steps.append(_Step(loc, _kind(raw_named[entry]), None))
-                else:
-                    kind = _kind(entry)
-                    spec = self.declaration(entry, loc)
-                    steps.append(_Step((*loc, kind) if kind else loc, kind, spec))
             name = route.get("name") if isinstance(route, dict) else None
-            self.order(name if isinstance(name, str) else format_loc(("routes", index)), steps)
-            chains.append([step.spec for step in steps if step.spec is not None])
+            chains.append(
+                self.chain(
+                    entries if isinstance(entries, list) else [],
+                    ("routes", index, "policies"),
+                    named,
+                    raw_named,
+                    name if isinstance(name, str) else format_loc(("routes", index)),
+                )
+            )
         return named, chains
 
-    def order(self, route: str, steps: list[_Step]) -> None:
+    def chain(
+        self,
+        entries: list[Any],
+        at: Loc,
+        named: Mapping[str, PolicySpec],
+        raw_named: Any,
+        route: str,
+    ) -> list[PolicySpec]:
+        """One route's chain: each entry a definition's name or a `TYPE: {options}`."""
+        steps: list[_Step] = []
+        for position, entry in enumerate(entries):
+            loc: Loc = (*at, position)
+            if isinstance(entry, str):
+                if entry in named:
+                    steps.append(_Step(loc, named[entry].kind, named[entry]))
+                elif not isinstance(raw_named, dict) or entry not in raw_named:
+                    known = ", ".join(sorted(raw_named)) if isinstance(raw_named, dict) else ""
+                    self.add(
+                        loc,
+                        f"no policy named {entry!r}" + (f" (defined: {known})" if known else ""),
+                    )
+                else:  # a definition with problems of its own, already reported
+                    steps.append(_Step(loc, _kind(raw_named[entry]), None))
+            else:
+                kind = _kind(entry)
+                spec = self.declaration(entry, loc)
+                steps.append(_Step((*loc, kind) if kind else loc, kind, spec))
+        self.order(route, steps, at)
+        return [step.spec for step in steps if step.spec is not None]
+
+    def order(self, route: str, steps: list[_Step], prefix: Loc) -> None:
         """Each policy's `requires_before`: the policy types that must run earlier."""
         for at, step in enumerate(steps):
             # Policy.Options may be any pydantic model, not only gateway.policy.Options.
@@ -201,7 +257,8 @@ class _Checker:
                     self.add(
                         step.loc,
                         f"route {route!r} runs {this} before {later.describe()} "
-                        f"(policies[{later.loc[3]}]), which must come earlier: {why}",
+                        f"({format_loc((prefix[-1], later.loc[len(prefix)]))}), "
+                        f"which must come earlier: {why}",
                     )
 
     def declaration(self, decl: Any, loc: Loc, name: str | None = None) -> PolicySpec | None:

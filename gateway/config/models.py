@@ -322,6 +322,14 @@ class ClientLimits(Model):
     body_timeout: Duration = Field(
         30.0, gt=0, description="Longest wait for the next chunk of a request body (slow clients)."
     )
+    send_timeout: Duration = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Longest time a response write may stay blocked on a client that does not read; "
+            "past it the connection closes and the upstream is released. Default 30s."
+        ),
+    )
 
 
 class GatewayConfig(Model):
@@ -356,4 +364,16 @@ class GatewayConfig(Model):
     routes: list[RouteConfig] = Field(
         min_length=1,
         description=("The first route in file order whose host and path match owns the request."),
+    )
+
+
+class EmbeddedConfig(GatewayConfig):
+    """The same file as `gateway.aiohttp.Policies` reads it: only `redis` and `policies` are
+    used there, so `upstreams` and `routes` may be left out (they are checked when present)."""
+
+    upstreams: dict[Name, UpstreamConfig] = Field(
+        default_factory=dict, description="Named upstream pools; default none."
+    )
+    routes: list[RouteConfig] = Field(
+        default_factory=list, description="The gateway's routes; default none."
     )

@@ -5,14 +5,15 @@ the few the gateway reads itself are kept aside, and the limits of `client` (lin
 header count) are enforced as the pieces arrive. What llhttp refuses on its own: ambiguous
 framing (Content-Length with Transfer-Encoding, two lengths, a Transfer-Encoding that does
 not end in chunked), obs-fold, NUL and other bytes a header may not hold. Refused here: a
-transfer coding other than chunked alone (501: the body is re-chunked for the upstream, and a
-coding left out would change what its bytes mean). The upstream always gets the gateway's
-own spelling of Content-Length, and an HTTP/1.0 chunked request closes the connection after
-its answer (RFC 9112 6.1).
+Transfer-Encoding not ending in chunked (400, RFC 9112 6.3), and a transfer coding besides
+chunked (501: the body is re-chunked for the upstream, and a coding left out would change what
+its bytes mean). The upstream always gets the gateway's own spelling of Content-Length, and an
+HTTP/1.0 chunked request closes the connection after its answer (RFC 9112 6.1).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import httptools
@@ -20,6 +21,12 @@ from multidict import CIMultiDict
 
 from gateway.config.models import ClientLimits
 from gateway.http.incoming import ClientSide, Incoming, RequestBody
+
+# RFC 9110 7.2: uri-host [":" port], a reg-name or an IP literal; nothing a router or an
+# upstream could read as a path, a user or a second host.
+_VALID_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]*)?"
+).fullmatch
 
 # What each request header means to the listener, by lower-cased name.
 # Kinds from _HOST on are forwarded; those before it are hop-by-hop, read or not.
@@ -173,6 +180,12 @@ class HeadReader:
         headers: CIMultiDict[str] = CIMultiDict(self._pairs)
         specials = self._specials
         version = parser.get_http_version()
+        host = specials.get(_HOST)
+        if host is None:
+            if version != "1.0":  # RFC 9112 3.2: an HTTP/1.1 request must name its host
+                raise Refused(400, "bad_request")
+        elif not _VALID_HOST(host):
+            raise Refused(400, "bad_request")
         keep_alive = parser.should_keep_alive()
         expect, upgrade, body = False, None, None
         if self._framing or method == "CONNECT":
@@ -189,7 +202,7 @@ class HeadReader:
             version,
             headers,
             keep_alive,
-            specials[_HOST].lower() if _HOST in specials else "",
+            host.lower() if host is not None else "",
             specials.get(_RID),
             specials.get(_XFF),
             specials.get(_VIA),
@@ -215,6 +228,11 @@ class HeadReader:
         body = None
         if _TE in specials:
             if not _only_chunked(specials[_TE]):
+                # RFC 9112 6.3: without chunked last the body's end is unknowable, a 400;
+                # chunked last over another coding is a coding not implemented (6.1).
+                last = specials[_TE].rpartition(",")[2].strip().lower()
+                if last != "chunked":
+                    raise Refused(400, "bad_request")
                 raise Refused(501, "not_implemented")
             body = RequestBody(self._conn, None, expect)
         elif _LENGTH in specials:

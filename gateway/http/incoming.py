@@ -29,6 +29,8 @@ class ClientSide(Protocol):
     """`http` or `https`: what the client spoke to the gateway."""
     tls_subject: str | None
     """The verified client certificate's subject (mTLS), else None."""
+    aborted: str | None
+    """Why the gateway cut the connection off mid-answer (`send_timeout`), else None."""
 
     @property
     def closing(self) -> bool:

@@ -64,7 +64,7 @@ class Listener:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._empty: asyncio.Event | None = None
-        timeouts = [limits.header_timeout]
+        timeouts = [limits.header_timeout, limits.send_timeout]
         if limits.keepalive_timeout > 0:
             timeouts.append(limits.keepalive_timeout)
         self._sweep_every = min(1.0, max(0.02, min(timeouts) / 4))
@@ -101,8 +101,9 @@ class Listener:
         if not self.connections and self._empty is not None:
             self._empty.set()
 
-    async def shutdown(self, timeout: float) -> None:
-        """Stop accepting; let requests in progress finish (up to `timeout`); close the rest."""
+    async def shutdown(self, timeout: float) -> int:
+        """Stop accepting; let requests in progress finish (up to `timeout`); close the rest.
+        Returns how many requests were still in progress then, and so were cut off."""
         self.closing = True
         if self._server is not None:
             self._server.close()
@@ -112,11 +113,16 @@ class Listener:
             self._empty = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._empty.wait(), timeout)
-        for conn in list(self.connections):
-            conn.abort()
+        # A handler still running is cancelled, not left waiting for an answer that nobody
+        # will receive: so each writes its access line (status 0) before the process ends.
+        cut_off = [conn.cut_off() for conn in list(self.connections)]
+        tasks = [task for task in cut_off if task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=1)
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        return len(tasks)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -139,6 +145,9 @@ class ClientConnection(asyncio.Protocol):
         self._closing = False  # close after the answer in progress
         self._reading_paused = False
         self._writing_paused = False
+        self._paused_since = 0.0
+        self.aborted: str | None = None
+        """Why the gateway cut the connection off mid-answer (`send_timeout`), for the log."""
         self._drain: asyncio.Future[None] | None = None
         # Requests being answered / waiting their turn.
         self._current: Incoming | None = None
@@ -211,6 +220,7 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self._paused_since = self.loop.time()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -308,7 +318,18 @@ class ClientConnection(asyncio.Protocol):
         listener's sweep calls this a few times per shortest timeout)."""
         limits = self.listener.limits
         reader = self._reader
-        if reader.in_head:
+        if self._writing_paused and now - self._paused_since > limits.send_timeout:
+            # A client that does not read would hold its buffer, and through a streamed
+            # answer the upstream connection, forever. abort(): close() would wait for the
+            # buffer to drain, which is what never happens.
+            log.info(
+                "closed a connection from %s that read nothing for %gs (send_timeout)",
+                self.peer,
+                limits.send_timeout,
+            )
+            self.aborted = "send_timeout"
+            self.abort()
+        elif reader.in_head:
             if now - reader.head_started > limits.header_timeout:
                 log.info(
                     "closed a connection whose request head took over %gs", limits.header_timeout
@@ -397,6 +418,16 @@ class ClientConnection(asyncio.Protocol):
         self._closing = True
         if self._current is None and self._tunnel is None:
             self.close()
+
+    def cut_off(self) -> asyncio.Task[None] | None:
+        """Abort the connection; returns its task when it was answering a request (now
+        cancelled), else None."""
+        self.abort()
+        task = self._task
+        if self._current is None or task is None or task.done():
+            return None
+        task.cancel()
+        return task
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

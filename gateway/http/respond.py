@@ -69,6 +69,13 @@ def _head(incoming: Incoming, status: int, headers: CIMultiDict[str], keep_alive
     return message_head(_status_line(incoming.version, status), headers)
 
 
+def informational(incoming: Incoming, status: int, headers: CIMultiDict[str]) -> None:
+    """Send a 1xx (102 Processing, 103 Early Hints) ahead of the final answer; never to an
+    HTTP/1.0 client, which does not know them (RFC 9110 15.2)."""
+    if incoming.version == "1.1" and not incoming.conn.gone:
+        incoming.conn.write(message_head(_status_line("1.1", status), headers))
+
+
 def complete(incoming: Incoming, response: Response) -> int:
     """Write a response with a whole body; returns the body bytes sent."""
     status = response.status

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -49,13 +50,22 @@ class LocalControl:
     async def metrics(self) -> bytes:
         return self.runtime.metrics.exposition()
 
+    async def stats(self) -> dict[str, Any]:
+        metrics = self.runtime.metrics
+        metrics.flush()  # requests answered before this call are in it
+        return metrics.stats.snapshot([route.name for route in self.runtime.routes])
+
     async def reload(self) -> list[str]:
         reloads = self.runtime.metrics.reloads
         try:
             loaded = load_config(self.runtime.loaded.file, registry=self.registry)
             await self.prepare(loaded)
-        except ConfigError:
+        except ConfigError as exc:
             reloads.labels("refused").inc()
+            # Worded as the supervisor's, so one search finds refused reloads of both.
+            log.error(
+                "reload (%s) refused, still serving the previous config:\n%s", "POST /-/reload", exc
+            )
             raise
         await self.commit()
         reloads.labels("ok").inc()
@@ -95,10 +105,18 @@ class LocalControl:
         if pending is not None:
             await pending.stop()
 
-    async def policy_call(self, policy: str, endpoint: str, body: Any) -> tuple[int, Any]:
+    async def policy_call(
+        self, policy: str, endpoint: str, body: Any, query: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
         cls = self.registry[policy]
-        instances = [p for p in self.runtime.policies if isinstance(p, cls)]
-        call = AdminCall(body=body, store=self.runtime.store, instances=instances)
+        runtime = self.runtime
+        call = AdminCall(
+            body=body,
+            store=runtime.store,
+            instances=[p for p in runtime.policies if isinstance(p, cls)],
+            query=query or {},
+            routes=[route.name for route in runtime.routes],
+        )
         return await cls.admin_endpoints[endpoint](call)
 
     def internal_routes(self) -> dict[str, Any]:
@@ -125,8 +143,12 @@ class LocalControl:
             self.runtime.metrics.flush()
             return web.json_response({"status": "flushed"})
 
+        async def stats(_: web.Request) -> web.Response:
+            return web.json_response(await self.stats())
+
         return {
             "POST /-/internal/flush": flush,
+            "GET /-/internal/stats": stats,
             "POST /-/internal/prepare": prepare,
             "POST /-/internal/commit": commit,
             "POST /-/internal/abort": abort,

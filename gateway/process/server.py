@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
+import sys
 from typing import Any
 
 from aiohttp import web
@@ -17,8 +19,19 @@ log = logging.getLogger("gateway.server")
 
 
 def listening_socket(listen: str, *, reuse_port: bool) -> socket.socket:
-    """A bound, listening TCP socket; with `reuse_port`, every worker binds its own (the
+    """A bound, listening TCP socket; with `reuse_port`, every worker has its own (the
     kernel spreads connections across them evenly, unlike one shared accept queue)."""
+    sock = _bound_socket(listen, reuse_port=reuse_port)
+    try:
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bound_socket(listen: str, *, reuse_port: bool) -> socket.socket:
     host, port = split_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -27,12 +40,59 @@ def listening_socket(listen: str, *, reuse_port: bool) -> socket.socket:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(1024)
-        sock.setblocking(False)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+class StartError(Exception):
+    """`gateway run` cannot start; the message says what failed and where, in one line."""
+
+
+def claim_public_port(listen: str) -> socket.socket | None:
+    """Keep every other gateway off `listen` for as long as the returned lock stays open.
+
+    SO_REUSEPORT lets any socket of the same user join a port's group, so the kernel alone cannot
+    tell a second gateway from our own next worker: started on the same port, it would silently
+    take a share of the connections, with its own config. So the supervisor, before any worker:
+    1. takes a lock named after the address: on Linux an abstract unix socket, which lives in the
+       network namespace like the port itself and which the kernel releases however the
+       supervisor ends (no stale file after a SIGKILL). Two supervisors started in the same
+       instant cannot both get it;
+    2. while holding it, binds the address WITHOUT SO_REUSEPORT, and lets go at once: that bind
+       fails whenever anything listens there (an older gateway without the lock, another program,
+       or a wildcard listener on the same port);
+    3. then binds each worker's SO_REUSEPORT socket itself and hands it over (`listen_fd`), so
+       every socket of the group comes from this one supervisor, however often workers restart.
+    Returns the lock (None where abstract sockets do not exist); raises `StartError`."""
+    host, port = split_listen(listen)
+    lock: socket.socket | None = None
+    if sys.platform.startswith("linux"):
+        lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            lock.bind(f"\0gateway-listen:{host}:{port}")
+        except OSError as exc:
+            lock.close()
+            lock = None
+            if exc.errno == errno.EADDRINUSE:
+                raise StartError(
+                    f"cannot serve {listen}: another gateway holds port {port} "
+                    "(stop it first, or choose another `listen`)"
+                ) from None
+            # Elsewhere (a sandbox without abstract sockets) the probe below still guards.
+    try:
+        _bound_socket(listen, reuse_port=False).close()
+    except OSError as exc:
+        if lock is not None:
+            lock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartError(
+                f"cannot serve {listen}: port {port} is in use "
+                "(by another gateway or another program)"
+            ) from None
+        raise StartError(f"cannot serve {listen}: {exc.strerror}") from None
+    return lock
 
 
 def public_server(gateway: Gateway, model: GatewayConfig) -> Listener:
@@ -53,9 +113,10 @@ async def serve(server: Listener, sock: socket.socket) -> Listener:
     return server
 
 
-async def drain(server: Listener, timeout: float) -> None:
-    """Stop accepting, let in-flight requests finish (up to `timeout`), close the rest."""
-    await server.shutdown(timeout)
+async def drain(server: Listener, timeout: float) -> int:
+    """Stop accepting, let in-flight requests finish (up to `timeout`), close the rest;
+    returns how many were cut off."""
+    return await server.shutdown(timeout)
 
 
 async def start_app(

@@ -14,51 +14,25 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
-from typing import Any
 
-import aiohttp
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.multiprocess import mark_process_dead
 
 from gateway.admin.endpoints import admin_app
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.process.server import listening_socket, start_app
+from gateway.process.server import StartError, claim_public_port, listening_socket, start_app
+from gateway.process.workers import SupervisorControl, WorkerHandle
 from gateway.registry import Registry
 
 log = logging.getLogger("gateway.supervisor")
 
 _RESTART_ONLY = ("listen", "redirect_http", "workers", "admin", "redis", "client")
-
-
-class WorkerHandle:
-    """One worker process as the supervisor sees it."""
-
-    def __init__(self, index: int, control: str) -> None:
-        self.index = index
-        self.control = control
-        self.process: asyncio.subprocess.Process | None = None
-        self.started = 0.0
-        self.session: aiohttp.ClientSession | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    async def call(
-        self, method: str, path: str, payload: Any = None, timeout: float = 30.0
-    ) -> tuple[int, Any]:
-        if self.session is None or self.session.closed:
-            self.session = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=self.control),
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            )
-        async with self.session.request(method, f"http://worker{path}", json=payload) as response:
-            body = await response.json(content_type=None)
-            return response.status, body
 
 
 class Supervisor:
@@ -86,6 +60,9 @@ class Supervisor:
             WorkerHandle(i, os.path.join(self.rundir, f"worker-{i}.sock"))
             for i in range(self.count)
         ]
+        self.running = loaded.model
+        """The config that the process started with: what restart-only settings are now."""
+        self._port_lock: socket.socket | None = None
         self.stopping = False
         self._reload_lock = asyncio.Lock()
         self.registry_metrics = CollectorRegistry()
@@ -103,47 +80,75 @@ class Supervisor:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> int:
+        """Serve until SIGTERM or SIGINT, then drain. Raises `StartError` when it cannot start,
+        once every worker it had started is stopped and the run folder is gone."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sighup()))
-        # Fail fast, with one clear message, when the public port is taken.
-        listening_socket(self.loaded.model.listen, reuse_port=True).close()
-        if self.loaded.model.redirect_http is not None:
-            listening_socket(self.loaded.model.redirect_http, reuse_port=True).close()
-        self._write_text(self.loaded.text)
+        model = self.running
+        admin: web.AppRunner | None = None
+        monitors: list[asyncio.Future[None]] = []
         try:
-            await asyncio.gather(*(self._spawn(worker) for worker in self.workers))
-        except RuntimeError as exc:
-            log.error("%s", exc)
+            admin = await self._start()
+            monitors = [asyncio.ensure_future(self._monitor(worker)) for worker in self.workers]
+            log.info(
+                "serving %s with %d worker(s); admin on %s",
+                model.listen,
+                self.count,
+                model.admin.listen,
+            )
+            await stop.wait()
+            log.info("stopping: draining workers (up to %ss)", model.shutdown_timeout)
+        finally:
+            self.stopping = True
             await self._stop_workers()
-            return 1
-        model = self.loaded.model
-        token = model.admin.token.get_secret_value() if model.admin.token else None
-        admin = await start_app(
-            admin_app(SupervisorControl(self), self.registry, token=token),
-            listen=model.admin.listen,
-        )
-        monitors = [asyncio.ensure_future(self._monitor(worker)) for worker in self.workers]
-        log.info(
-            "serving %s with %d worker(s); admin on %s",
-            model.listen,
-            self.count,
-            model.admin.listen,
-        )
-        await stop.wait()
-        self.stopping = True
-        log.info("stopping: draining workers (up to %ss)", model.shutdown_timeout)
-        await self._stop_workers()
-        for monitor in monitors:
-            monitor.cancel()
-        await admin.cleanup()
-        for worker in self.workers:
-            if worker.session is not None:
-                await worker.session.close()
-        shutil.rmtree(self.rundir, ignore_errors=True)
+            for monitor in monitors:
+                monitor.cancel()
+            if admin is not None:
+                await admin.cleanup()
+            for worker in self.workers:
+                if worker.session is not None:
+                    await worker.session.close()
+            if self._port_lock is not None:
+                self._port_lock.close()
+            shutil.rmtree(self.rundir, ignore_errors=True)
         return 0
+
+    async def _start(self) -> web.AppRunner:
+        """Claim both addresses before any worker starts, so that a port in use stops the start
+        with nothing to undo; then the workers; the admin app serves once they are ready."""
+        model = self.running
+        self._port_lock = claim_public_port(model.listen)
+        try:
+            admin_sock = listening_socket(model.admin.listen, reuse_port=False)
+        except OSError as exc:
+            raise StartError(
+                f"cannot serve {model.admin.listen} (the admin listener): {exc.strerror}"
+            ) from None
+        try:
+            if model.redirect_http is not None:
+                try:  # the workers bind it with SO_REUSEPORT; nothing else may hold it
+                    listening_socket(model.redirect_http, reuse_port=False).close()
+                except OSError as exc:
+                    raise StartError(
+                        f"cannot serve {model.redirect_http} (redirect_http): {exc.strerror}"
+                    ) from None
+            self._write_text(self.loaded.text)
+            results = await asyncio.gather(
+                *(self._spawn(worker) for worker in self.workers), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            token = model.admin.token.get_secret_value() if model.admin.token else None
+            return await start_app(
+                admin_app(SupervisorControl(self), self.registry, token=token), sock=admin_sock
+            )
+        except BaseException:
+            admin_sock.close()
+            raise
 
     def _write_text(self, text: str) -> None:
         temp = self.text_path + ".new"
@@ -152,27 +157,37 @@ class Supervisor:
         os.replace(temp, self.text_path)
 
     async def _spawn(self, worker: WorkerHandle) -> None:
+        """Start `worker` on a public socket bound here, from the address in force (see
+        `claim_public_port`); raises `StartError` when it does not get ready."""
+        try:
+            sock = listening_socket(self.running.listen, reuse_port=True)
+        except OSError as exc:
+            raise StartError(f"cannot serve {self.running.listen}: {exc.strerror}") from None
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.metrics_dir)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(worker.control)
-        worker.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway.process.worker",
-            "--config-text",
-            self.text_path,
-            "--file",
-            self.loaded.file,
-            "--control",
-            worker.control,
-            "--ready-fd",
-            str(write_fd),
-            *self.log_args,
-            env=env,
-            pass_fds=(write_fd,),
-        )
-        os.close(write_fd)
+        try:
+            args = ["--config-text", self.text_path, "--file", self.loaded.file]
+            args += ["--control", worker.control, "--ready-fd", str(write_fd)]
+            args += ["--listen-fd", str(sock.fileno()), "--parent", str(os.getpid())]
+            worker.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gateway.process.worker",
+                *args,
+                *self.log_args,
+                env=env,
+                pass_fds=(write_fd, sock.fileno()),
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            # The worker has its own copies: a socket held here too would outlive a dead
+            # worker and keep taking its share of connections, with no one to accept them.
+            sock.close()
+            os.close(write_fd)
         worker.started = time.monotonic()
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
@@ -182,11 +197,13 @@ class Supervisor:
         try:
             async with asyncio.timeout(60):
                 line = await reader.readline()
+        except TimeoutError:
+            raise StartError(f"worker {worker.index} was not ready within 60s") from None
         finally:
             transport.close()
         if line.strip() != b"ready":
             code = await worker.process.wait()
-            raise RuntimeError(f"worker {worker.index} failed to start (exit code {code})")
+            raise StartError(f"worker {worker.index} failed to start (exit code {code})")
 
     async def _monitor(self, worker: WorkerHandle) -> None:
         backoff = 0.1
@@ -209,7 +226,7 @@ class Supervisor:
                 backoff = 0.1
             try:
                 await self._spawn(worker)
-            except (RuntimeError, TimeoutError, OSError) as exc:
+            except StartError as exc:
                 log.error("restarting worker %d failed: %s", worker.index, exc)
 
     async def _stop_workers(self) -> None:
@@ -230,39 +247,44 @@ class Supervisor:
                 await process.wait()
 
     async def _sighup(self) -> None:
-        try:
-            warnings = await self.reload()
-        except ConfigError as exc:
-            log.error("reload refused, still serving the previous config:\n%s", exc)
-        else:
-            for warning in warnings:
-                log.warning("%s", warning)
+        with contextlib.suppress(ConfigError):  # logged by reload
+            await self.reload("SIGHUP")
 
     # -- reload -----------------------------------------------------------------------------
-    async def reload(self) -> list[str]:
-        """Validate the file, prepare it in every worker, then commit everywhere (or nowhere)."""
+    async def reload(self, source: str) -> list[str]:
+        """Validate the file, prepare it in every worker, then commit everywhere (or nowhere).
+        Logs the outcome alike whatever asked for it (`source`: SIGHUP, POST /-/reload)."""
         async with self._reload_lock:
             try:
                 loaded = load_config(self.loaded.file, registry=self.registry)
                 await self._prepare_all(loaded)
-            except ConfigError:
+            except ConfigError as exc:
                 self.reloads.labels("refused").inc()
+                log.error(
+                    "reload (%s) refused, still serving the previous config:\n%s", source, exc
+                )
                 raise
             await asyncio.gather(
                 *(w.call("POST", "/-/internal/commit") for w in self.workers if w.alive)
             )
             self._write_text(loaded.text)
             warnings = list(loaded.warnings)
+            # Against what runs, not against the previous file: a value put back to the one in
+            # force has nothing left to wait for.
             changed = [
                 key
                 for key in _RESTART_ONLY
-                if getattr(loaded.model, key) != getattr(self.loaded.model, key)
+                if getattr(loaded.model, key) != getattr(self.running, key)
             ]
             if changed:
                 warnings.append(f"changes to {', '.join(changed)} take effect after a restart")
             self.loaded = loaded
             self.reloads.labels("ok").inc()
-            log.info("config reloaded in %d worker(s)", sum(w.alive for w in self.workers))
+            for warning in warnings:
+                log.warning("reload (%s): %s", source, warning)
+            log.info(
+                "config reloaded in %d worker(s) (%s)", sum(w.alive for w in self.workers), source
+            )
             return warnings
 
     async def _prepare_all(self, loaded: LoadedConfig) -> None:
@@ -288,64 +310,3 @@ class Supervisor:
                 *(w.call("POST", "/-/internal/abort") for w in alive), return_exceptions=True
             )
             raise ConfigError(problems)
-
-
-class SupervisorControl:
-    """The admin listener's view of all workers."""
-
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
-
-    async def ready(self) -> tuple[bool, str]:
-        sup = self.supervisor
-        if sup.stopping:
-            return False, "shutting down"
-        down = [w.index for w in sup.workers if not w.alive]
-        if down:
-            return False, f"worker(s) {down} not running"
-        results = await asyncio.gather(
-            *(w.call("GET", "/-/ready", timeout=5) for w in sup.workers), return_exceptions=True
-        )
-        for worker, result in zip(sup.workers, results, strict=True):
-            if isinstance(result, BaseException):
-                return False, f"worker {worker.index} does not answer"
-            if result[0] != 200:
-                return False, f"worker {worker.index}: {result[1].get('reason', 'not ready')}"
-        return True, "ok"
-
-    async def routes(self) -> list[dict[str, Any]]:
-        worker = self._first()
-        if worker is None:
-            return []
-        status, body = await worker.call("GET", "/-/routes")
-        return body["routes"] if status == 200 else []
-
-    async def metrics(self) -> bytes:
-        # Workers buffer metric updates; have them fold in what they hold, so a scrape sees
-        # every request answered before it.
-        await asyncio.gather(
-            *(
-                w.call("POST", "/-/internal/flush", timeout=5)
-                for w in self.supervisor.workers
-                if w.alive
-            ),
-            return_exceptions=True,
-        )
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.supervisor.metrics_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(registry) + generate_latest(self.supervisor.registry_metrics)
-
-    async def reload(self) -> list[str]:
-        return await self.supervisor.reload()
-
-    async def policy_call(self, policy: str, endpoint: str, body: Any) -> tuple[int, Any]:
-        # Policies keep shared state in the store, so one worker speaks for all (and with
-        # memory:// there is only one worker).
-        method, _, path = endpoint.partition(" ")
-        worker = self._first()
-        if worker is None:
-            return 503, {"error": "no_worker_running"}
-        return await worker.call(method, path, body)
-
-    def _first(self) -> WorkerHandle | None:
-        return next((worker for worker in self.supervisor.workers if worker.alive), None)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 
 from gateway.admin.endpoints import admin_app
@@ -42,7 +44,13 @@ class WorkerProcess:
         self.registry = registry
         self.text_log = text_log
 
-    async def run(self, control_path: str, stop: asyncio.Event, ready_fd: int | None) -> None:
+    async def run(
+        self,
+        control_path: str,
+        stop: asyncio.Event,
+        ready_fd: int | None,
+        listen_fd: int | None = None,
+    ) -> None:
         model = self.loaded.model
         metrics = Metrics()
         store = open_store(model.redis, metrics.store_call, metrics.store_breaker_changed)
@@ -52,7 +60,12 @@ class WorkerProcess:
         await runtime.start()
         metrics.start()
         server = public_server(gateway, model)
-        await serve(server, listening_socket(model.listen, reuse_port=True))
+        if listen_fd is None:
+            sock = listening_socket(model.listen, reuse_port=True)
+        else:  # bound by the supervisor (see gateway.process.server.claim_public_port)
+            sock = socket.socket(fileno=listen_fd)
+            sock.setblocking(False)
+        await serve(server, sock)
         redirect = redirect_server(model)
         if redirect is not None and model.redirect_http is not None:
             await serve(redirect, listening_socket(model.redirect_http, reuse_port=True))
@@ -66,7 +79,16 @@ class WorkerProcess:
         log.info("worker %d draining (up to %ss)", os.getpid(), model.shutdown_timeout)
         if redirect is not None:
             await drain(redirect, 0)
-        await drain(server, model.shutdown_timeout)
+        cut_off = await drain(server, model.shutdown_timeout)
+        if cut_off:
+            log.warning(
+                "shutdown_timeout (%ss) reached: %d request(s) still in progress abandoned "
+                "(each has an access-log line with status 0)",
+                model.shutdown_timeout,
+                cut_off,
+            )
+        if gateway.access_log is not None:
+            gateway.access_log.flush()
         await control_runner.cleanup()
         await gateway.runtime.stop()
         await store.close()
@@ -81,9 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ready-fd", type=int, default=None, help="write 'ready' here once serving"
     )
+    parser.add_argument(
+        "--listen-fd", type=int, default=None, help="the public socket, bound by the supervisor"
+    )
+    parser.add_argument("--parent", type=int, default=None, help="exit when this process ends")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="json", choices=["json", "text"])
     args = parser.parse_args(argv)
+    if args.parent is not None:
+        _die_with(args.parent)
     setup_logging(args.log_level, args.log_format)
     with open(args.config_text, encoding="utf-8") as handle:
         text = handle.read()
@@ -101,10 +129,22 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the supervisor
-        await worker.run(args.control, stop, args.ready_fd)
+        await worker.run(args.control, stop, args.ready_fd, args.listen_fd)
 
     _run(run())
     return 0
+
+
+def _die_with(parent: int) -> None:
+    """A worker must not outlive its supervisor: one killed with SIGKILL cannot stop its
+    workers, which would go on serving the port with a config nobody reloads. The kernel
+    sends SIGTERM (a drain) when the parent ends (Linux, where SO_REUSEPORT balances)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it ended before prctl took effect
+        sys.exit(1)
 
 
 def _run(coro: object) -> None:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway.telemetry.stats import Stats
+
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -83,6 +85,11 @@ class HistogramChild:
         self._counts[bisect_left(self._bounds, value)] += 1
         self._sum += value
 
+    @property
+    def counts(self) -> list[int]:
+        """Observations per bucket since the last flush (the last one: above every bound)."""
+        return self._counts
+
     def flush(self) -> None:
         counts, self._counts = self._counts, [0] * len(self._counts)
         total, self._sum = self._sum, 0.0
@@ -99,10 +106,20 @@ class HistogramChild:
 class Buffered:
     """A counter or histogram whose series buffer their updates (see the module docstring)."""
 
-    def __init__(self, metric: Any, bounds: tuple[float, ...] | None = None) -> None:
+    def __init__(
+        self,
+        metric: Any,
+        bounds: tuple[float, ...] | None = None,
+        labelnames: tuple[str, ...] = (),
+    ) -> None:
         self._metric = metric
         self._bounds = bounds
+        self.labelnames = labelnames
         self._children: dict[tuple[str, ...], Any] = {}
+
+    def series(self) -> Any:
+        """`(label values, child)` of every series made so far."""
+        return self._children.items()
 
     def labels(self, *values: str) -> Any:
         child = self._children.get(values)
@@ -164,6 +181,8 @@ class Metrics:
             mode="livemax",
         )
         self._request_series: dict[tuple[str, int], tuple[CounterChild, HistogramChild]] = {}
+        self._store_series: dict[str, tuple[HistogramChild, CounterChild]] = {}
+        self.stats = Stats(LATENCY_BUCKETS, STORE_BUCKETS)
         self._flusher: asyncio.Task[None] | None = None
 
     def counter(self, name: str, documentation: str, labels: list[str]) -> Buffered:
@@ -172,7 +191,7 @@ class Metrics:
         made = self._made.get(name)
         if made is None:
             metric = Counter(name, documentation, labels, registry=self.registry)
-            made = self._made[name] = Buffered(metric)
+            made = self._made[name] = Buffered(metric, labelnames=tuple(labels))
         return made
 
     def histogram(
@@ -185,7 +204,7 @@ class Metrics:
         made = self._made.get(name)
         if made is None:
             metric = Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
-            made = self._made[name] = Buffered(metric, tuple(buckets))
+            made = self._made[name] = Buffered(metric, tuple(buckets), tuple(labels))
         return made
 
     def gauge(
@@ -213,16 +232,25 @@ class Metrics:
         self.upstream_latency.labels(name).observe(seconds)
 
     def store_call(self, op: str, seconds: float, failed: bool) -> None:
-        self.store_latency.labels(op).observe(seconds)
+        children = self._store_series.get(op)
+        if children is None:
+            # The error series is made with the first call, at 0: "no errors" is then a value
+            # that dashboards can show, not a missing series.
+            children = self._store_series[op] = (
+                self.store_latency.labels(op),
+                self.store_errors.labels(op),
+            )
+        children[0].observe(seconds)
         if failed:
-            self.store_errors.labels(op).inc()
+            children[1].pending += 1
 
     def store_breaker_changed(self, is_open: bool) -> None:
         """The store's circuit breaker opened or closed (`CircuitBreaker.on_change`)."""
         self.store_breaker.set(1 if is_open else 0)
 
     def flush(self) -> None:
-        """Fold buffered updates into the exported metrics."""
+        """Fold buffered updates into the exported metrics (`stats` reads them first)."""
+        self.stats.collect(self._made)
         for made in self._made.values():
             if isinstance(made, Buffered):
                 made.flush()

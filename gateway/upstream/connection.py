@@ -9,6 +9,7 @@ the upstream, and request bodies wait for the upstream socket to drain.
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -16,9 +17,18 @@ from typing import Any
 import httptools
 
 from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.upstream.codings import Decoder, response_parser, undoable
 
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
+
+
+Interim = Callable[[Any, int, list[tuple[bytes, bytes]]], None]
+"""`(client, status, raw headers)`: what becomes of an upstream's 1xx response."""
+
+
+def _ignore(client: object, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    return None
 
 
 class ConnectionLost(UpstreamError):
@@ -127,7 +137,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._on_reusable = on_reusable
         # Cached: before Python 3.12, get_running_loop() costs a getpid() system call.
         self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser = response_parser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.used = 0
@@ -136,9 +146,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head: asyncio.Future[ResponseHead] | None = None
         self._body: ResponseBody | None = None
+        self._decoder: Decoder | None = None
         self._read_timeout = 30.0
         self._head_only = False
+        self._client: object = None
+        self._interim: Interim = _ignore
         self._until_close = False
+        self._chunked = False
         self._request_sent = False
         self._response_done = False
         self._keep_alive = False
@@ -177,7 +191,8 @@ class UpstreamConnection(asyncio.Protocol):
         body, self._body = self._body, None
         if body is not None:
             if self._until_close and exc is None:
-                body.finish()  # a body without length or chunking ends when the upstream closes
+                # A body without length or chunking ends when the upstream closes.
+                self._end(body)
             else:
                 body.fail(exc or ConnectionResetError("upstream closed mid-body"))
         if self._drain is not None and not self._drain.done():
@@ -201,19 +216,30 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if status < 200 and status != 101:
-            return  # interim response (100 Continue, 103 Early Hints): wait for the final one
+            # Interim: 102, 103 go to the client at once (RFC 9110 15.2), 100 Continue is the
+            # gateway's own business with its client; then wait for the final response.
+            if self._client is not None and status != 100:
+                self._interim(self._client, status, self._headers)
+            return
         self._cancel_timer()
         self._upgraded = status == 101
         self._keep_alive = self._parser.should_keep_alive()
+        self._decoder = None
         length = None
         chunked = False
         if not self._head_only:
+            coded = None
             for name, value in self._headers:
                 lower = name.lower()
                 if lower == b"content-length":
                     length = int(value)
                 elif lower == b"transfer-encoding":
-                    chunked = True
+                    coded = value if coded is None else coded + b"," + value
+            if coded is not None and not self._codings(coded, length is not None):
+                return
+            chunked = coded is not None and self._chunked
+            if coded is not None:
+                length = None
         # llhttp has no "end of input" call: a body delimited by the connection's close is
         # recognised here and ended in connection_lost().
         self._until_close = (
@@ -225,12 +251,53 @@ class UpstreamConnection(asyncio.Protocol):
             self._head.set_result(head)
         if self._head_only:
             # llhttp cannot be told a response answers HEAD; end it here, parse afresh next time.
-            self._parser = httptools.HttpResponseParser(self)
+            self._parser = response_parser(self)
             self.on_message_complete()
+
+    def _codings(self, coded: bytes, with_length: bool) -> bool:
+        """Transfer-Encoding (RFC 9112 6.1, 6.3): chunked last or the body runs to the close;
+        other codings undone here; Content-Length overridden, and the connection not reused.
+        False when the message cannot be read (then it has failed)."""
+        codings = [c.strip().lower() for c in coded.split(b",") if c.strip()]
+        self._chunked = codings[-1:] == [b"chunked"]
+        others = codings[:-1] if self._chunked else codings
+        if not undoable(others):
+            # An unknown coding, or chunked applied before another: the bytes mean nothing
+            # the gateway could forward.
+            self._fail(UpstreamError(), ValueError(f"transfer coding {coded!r}"))
+            self.close()
+            return False
+        if others:
+            self._decoder = Decoder(others)
+        if with_length:
+            self._keep_alive = False  # smuggling-shaped framing: never trust what follows
+            self._headers = [(n, v) for n, v in self._headers if n.lower() != b"content-length"]
+        return True
 
     def on_body(self, chunk: bytes) -> None:
         if self._body is not None:
+            if self._decoder is not None:
+                try:
+                    chunk = self._decoder.feed(chunk)
+                except zlib.error as exc:
+                    body, self._body = self._body, None  # not ended by the close: failed
+                    body.fail(exc)
+                    self.close()
+                    return
+                if not chunk:
+                    return
             self._body.feed(chunk)
+
+    def _end(self, body: ResponseBody) -> None:
+        if self._decoder is not None:
+            try:
+                rest = self._decoder.flush()
+            except zlib.error as exc:
+                body.fail(exc)
+                return
+            if rest:
+                body.feed(rest)
+        body.finish()
 
     def on_message_complete(self) -> None:
         if self._body is None:
@@ -238,7 +305,7 @@ class UpstreamConnection(asyncio.Protocol):
         body, self._body = self._body, None
         self._response_done = True
         if body is not None:
-            body.finish()
+            self._end(body)
         # The whole body is buffered now; a pause for its sake must not outlive it, or the
         # next exchange on this connection would never be read.
         self.resume_reading()
@@ -246,13 +313,22 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- client API --------------------------------------------------------------------------
     def start(
-        self, head: bytes, *, head_only: bool, read_timeout: float
+        self,
+        head: bytes,
+        *,
+        head_only: bool,
+        read_timeout: float,
+        client: object = None,
+        interim: Interim = _ignore,
     ) -> asyncio.Future[ResponseHead]:
         """Send a request head; the future resolves with the response head, or fails with
-        `UpstreamTimeout` when none came `read_timeout` after the request was fully sent."""
+        `UpstreamTimeout` when none came `read_timeout` after the request was fully sent.
+        Informational responses before it (but 100) are handed to `interim` with `client`."""
         self.used += 1
         self._head = self._loop.create_future()
         self._head_only = head_only
+        self._client = client
+        self._interim = interim
         self._read_timeout = read_timeout
         self._request_sent = False
         self._response_done = False

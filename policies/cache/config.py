@@ -11,6 +11,7 @@ from gateway.api import Duration, Options, Size
 from policies.cache.freshness import Rules
 
 SessionField = Annotated[str, Field(min_length=1, max_length=256)]
+FieldName = Annotated[str, Field(pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")]
 
 
 class CacheOptions(Options):
@@ -79,6 +80,14 @@ class CacheOptions(Options):
         "most a day. 0 disables. Default 0.1.",
     )
 
+    targeted: list[FieldName] = Field(
+        default_factory=lambda: ["CDN-Cache-Control"],
+        description="Targeted cache-control fields (RFC 9213) this cache obeys, most specific "
+        "first: the first one present and valid replaces Cache-Control and Expires for this "
+        "cache's own storing and freshness decisions; all are forwarded unchanged. [] obeys "
+        "Cache-Control only. Default [CDN-Cache-Control].",
+    )
+
     def requires_before(self) -> Mapping[str, str]:
         # Before the session policy ran there is no session to key by: every request that
         # carries the route's credentials would bypass the cache.
@@ -95,4 +104,5 @@ class CacheOptions(Options):
             stale_if_error=self.stale_if_error,
             store_set_cookie=self.store_set_cookie,
             heuristic_fraction=self.heuristic_fraction,
+            targeted=tuple(self.targeted),
         )

@@ -8,9 +8,6 @@ conditional request from a stored response.
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -26,6 +23,7 @@ from policies.cache.syntax import (
     parse_http_date,
     vary_names,
 )
+from policies.cache.targeted import response_directives
 
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
 """RFC 9110 15.1: cacheable by default, i.e. under heuristic (or policy) freshness."""
@@ -39,9 +37,6 @@ UNDERSTOOD_STATUSES = frozenset(
 ) - {206}
 """Status codes whose caching semantics this cache implements (for `must-understand`).
 206 is left out on purpose: partial responses are never stored."""
-
-NO_VARIANT = "-"
-"""The variant id of a response without Vary."""
 
 
 class Fields(Protocol):
@@ -63,6 +58,8 @@ class Rules:
     store_set_cookie: bool = False
     heuristic_fraction: float = 0.1
     heuristic_max: float = 86400.0
+    targeted: tuple[str, ...] = ("CDN-Cache-Control",)
+    """Targeted cache-control fields obeyed in place of Cache-Control (RFC 9213), in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +102,7 @@ def assess(
         return Verdict("status")
     if "no-store" in request_cc:
         return Verdict("request no-store")
-    cc = parse_cache_control(headers.getall("Cache-Control", []))
+    cc, targeted = response_directives(headers, rules.targeted)
     if "must-understand" in cc:
         # RFC 9111 5.2.2.3: with a status it understands, the cache ignores no-store.
         if status not in UNDERSTOOD_STATUSES:
@@ -125,7 +122,7 @@ def assess(
         return Verdict("set-cookie")
     if vary_names(headers.getall("Vary", [])) is None:
         return Verdict("vary *")
-    explicit = _explicit_lifetime(cc, headers, response_time)
+    explicit = _explicit_lifetime(cc, headers, response_time, use_expires=not targeted)
     if explicit is None and status not in HEURISTIC_STATUSES and "public" not in cc:
         return Verdict("no explicit freshness")
     if explicit is not None and rules.respect_origin:
@@ -150,12 +147,16 @@ def assess(
     return Verdict(None, freshness, omit)
 
 
-def _explicit_lifetime(cc: Directives, headers: Fields, response_time: float) -> float | None:
+def _explicit_lifetime(
+    cc: Directives, headers: Fields, response_time: float, *, use_expires: bool
+) -> float | None:
     for name in ("s-maxage", "max-age"):
         if name in cc:
             value = delta_seconds(cc[name])
             if value is not None:
                 return float(value)
+    if not use_expires:
+        return None  # a targeted field rules: Expires is ignored with Cache-Control
     expires = headers.getall("Expires", [])
     if not expires:
         return None
@@ -302,51 +303,6 @@ def on_error(age: float, freshness: Freshness, request: RequestDirectives) -> bo
     if request.stale_if_error is not None:
         window = max(window, float(request.stale_if_error))
     return age < freshness.lifetime + window
-
-
-_CASELESS = frozenset({"accept", "accept-charset", "accept-encoding", "accept-language"})
-_PARAM_SPACE = re.compile(r"\s*([;=])\s*")
-
-
-def selecting_value(name: str, lines: list[str]) -> str | None:
-    """One request header's value as a secondary key (RFC 9111 4.1): lines combined,
-    whitespace around list commas dropped, case folded where the field is case-insensitive.
-    None when the request lacks the header (which matches only requests lacking it too)."""
-    if not lines:
-        return None
-    members = [member.strip() for line in lines for member in line.split(",")]
-    value = ",".join(member for member in members if member)
-    if name in _CASELESS:
-        value = _PARAM_SPACE.sub(r"\1", value.lower())
-    return value
-
-
-def variant_id(names: Iterable[str], headers: Fields) -> str:
-    """The secondary key of a request for a response varying on `names` (sorted, lower).
-
-    SHA-1 of one line per name, `name=value` or `name\0absent`: lookup.lua computes the
-    same with `redis.sha1hex` when the caller does not know the URI's Vary yet.
-    """
-    lines: list[str] = []
-    for name in names:
-        value = selecting_value(name, headers.getall(name, []))
-        lines.append(f"{name}\x00absent" if value is None else f"{name}={value}")
-    if not lines:
-        return NO_VARIANT
-    return hashlib.sha1("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def selecting_pairs(headers: Iterable[tuple[str, str]]) -> list[str]:
-    """Every request header as `[name, selecting value, ...]` (lower-case names, lines
-    combined), for a lookup that must find the variant before knowing the Vary names."""
-    lines: dict[str, list[str]] = {}
-    for name, value in headers:
-        lines.setdefault(name.lower(), []).append(value)
-    pairs: list[str] = []
-    for name, values in lines.items():
-        pairs.append(name)
-        pairs.append(selecting_value(name, values) or "")
-    return pairs
 
 
 def not_modified(

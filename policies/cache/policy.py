@@ -36,13 +36,10 @@ from policies.cache.entry import CorruptEntry, Entry
 from policies.cache.events import events_for
 from policies.cache.freshness import (
     NO_DIRECTIVES,
-    NO_VARIANT,
     Use,
     current_age,
     request_directives,
-    selecting_pairs,
     usable,
-    variant_id,
     while_revalidating,
 )
 from policies.cache.invalidation import invalidate_after_write, purge
@@ -57,6 +54,7 @@ from policies.cache.request import (
 from policies.cache.serve import from_entry
 from policies.cache.store import CacheStore, Lookup, normalise_query, uri_key
 from policies.cache.upstream import BYPASS, HIT, MISS, STALE, Upstream
+from policies.cache.variants import NO_VARIANT, selecting_pairs, variant_id
 from policies.cache.writer import Writer
 
 log = logging.getLogger("policies.cache")
@@ -261,7 +259,7 @@ class Cache(Upstream, Policy):
             return self._served(p, entry, age, STALE, now)
         if p.cc.only_if_cached:
             raise OnlyIfCached()
-        if "Range" not in p.request.headers and while_revalidating(age, entry.freshness, p.cc):
+        if while_revalidating(age, entry.freshness, p.cc):
             self._refresh_later(p, entry)
             return self._served(p, entry, age, STALE, now)
         return await self._revalidate(p, entry, age)

@@ -10,7 +10,7 @@ from multidict import CIMultiDict
 from gateway.api import Request, Response
 from policies.cache.entry import Entry
 from policies.cache.freshness import age_header, not_modified
-from policies.cache.syntax import opaque_tag
+from policies.cache.syntax import opaque_tag, parse_http_date
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.I)
 
@@ -77,14 +77,22 @@ def _partial(
 
 
 def _if_range_holds(entry: Entry, if_range: str) -> bool:
+    """RFC 9110 13.1.5: the stored response is still the one the client has part of, by a
+    strong comparison of validators."""
     value = if_range.strip()
     if value.startswith('"') or value[:2] in ("W/", "w/"):
         etag = entry.etag
-        # If-Range needs a strong match (RFC 9110 13.1.5).
         return (
             etag is not None
             and not value.startswith(("W/", "w/"))
             and not etag.startswith(("W/", "w/"))
             and opaque_tag(etag) == opaque_tag(value)
         )
-    return value == (entry.header("Last-Modified") or "")
+    # A date: it must be the stored Last-Modified exactly, and that one a strong validator,
+    # which an intermediate cache may deduce only from a Date at least 60 s later (8.8.2.2).
+    last_modified = entry.header("Last-Modified")
+    if last_modified is None or value != last_modified.strip():
+        return False
+    modified = parse_http_date(last_modified)
+    date = parse_http_date(entry.header("Date"))
+    return modified is not None and date is not None and date - modified >= 60

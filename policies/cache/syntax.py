@@ -111,16 +111,17 @@ def field_names(value: str | None) -> frozenset[str]:
 
 
 def parse_age(lines: list[str]) -> int | None:
-    """The `Age` value, or None when absent or invalid (a list, negative, a fraction).
+    """The `Age` value, or None when absent or invalid (negative, a fraction, a suffix).
 
-    RFC 9111 5.1: a cache SHOULD ignore an invalid Age; two field lines make a list.
+    RFC 9111 5.1: a list (one line with commas, or several lines) counts by its first member,
+    the rest discarded; an invalid value is ignored (the response counts as not aged).
     """
-    if len(lines) != 1:
+    if not lines:
         return None
-    value = lines[0].strip()
-    if not _DIGITS.match(value):
+    members = split_list(lines)
+    if not members or not _DIGITS.match(members[0]):
         return None
-    return min(int(value), MAX_DELTA)
+    return min(int(members[0]), MAX_DELTA)
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -15,7 +15,7 @@ from gateway.api import HTTPError, PolicyContext, Request, Response, StoreUnavai
 from policies.cache.entry import Entry
 from policies.cache.events import Events
 from policies.cache.freshness import current_age, on_error
-from policies.cache.request import Pending, validating
+from policies.cache.request import RANGED, Pending, validating
 from policies.cache.store import CacheStore, Lookup
 from policies.cache.writer import PASS_MS, Writer
 
@@ -105,7 +105,7 @@ class Upstream:
     async def _revalidate(self, p: Pending, entry: Entry, age: float) -> Response:
         request = p.request
         request.log["cache"] = EXPIRED  # what an upstream error answer will say
-        if request.method == "HEAD" or "Range" in request.headers:
+        if request.method == "HEAD":
             # Written through: the answer to this request cannot refresh the stored one.
             return await self._through(p, entry, age)
         stored_ms = round(entry.stored_at * 1000)
@@ -182,6 +182,8 @@ class Upstream:
         self._refreshing.add(key)
         copy = p.request.copy()
         copy.method = "GET"
+        for name in RANGED:
+            copy.headers.popall(name, None)  # the refresh fetches the whole response
         background = Pending(
             copy,
             p.call_next,

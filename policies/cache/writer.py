@@ -17,11 +17,12 @@ from gateway.api import Response, StoreUnavailable
 from policies.cache.config import CacheOptions
 from policies.cache.entry import Entry
 from policies.cache.events import Events
-from policies.cache.freshness import Freshness, assess, initial_age, variant_id
+from policies.cache.freshness import Freshness, assess, initial_age
 from policies.cache.near import NearCache, VaryHints
 from policies.cache.request import Pending
 from policies.cache.store import CacheStore, Index, Uri
 from policies.cache.syntax import format_http_date, parse_age, parse_http_date, vary_names
+from policies.cache.variants import variant_id
 
 log = logging.getLogger("policies.cache")
 
@@ -78,8 +79,10 @@ class Writer:
         """Store the upstream's `response` if a shared cache may; None when stored, else why
         not. The body is read (up to max_body) only when the headers allow storing."""
         request = p.request
-        if request.method != "GET" or "Range" in request.headers:
+        if request.method != "GET":
             return "method"
+        # A ranged request's answer is judged by its status: a 206 is never stored, a 200
+        # (the upstream ignored the Range, or a revalidation without it) is whole.
         verdict = assess(
             method="GET",
             status=response.status,
@@ -92,6 +95,14 @@ class Writer:
         if verdict.reason is not None or verdict.freshness is None:
             return verdict.reason
         names = vary_names(response.headers.getall("Vary", [])) or ()
+        ages = response.headers.getall("Age", [])
+        age = parse_age(ages)
+        if ages and (len(ages) > 1 or ages[0] != str(age)):
+            # A list, or an invalid value: the client of this miss gets what the cache read
+            # (the first member, or no Age), not a field it cannot trust (RFC 9111 5.1).
+            response.headers.popall("Age")
+            if age is not None:
+                response.headers["Age"] = str(age)
         body = await response.read(self.options.max_body)
         if body is None:
             return "too big"
@@ -108,7 +119,7 @@ class Writer:
             headers=headers,
             body=body,
             initial_age=initial_age(
-                age=parse_age(response.headers.getall("Age", [])),
+                age=age,
                 date=parse_http_date(response.headers.get("Date"), response_time),
                 request_time=request_time,
                 response_time=response_time,

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from gateway.api import (
+    AdminEndpoint,
     Handler,
     HTTPError,
     Policy,
@@ -25,10 +27,13 @@ from gateway.api import (
     Response,
     StoreUnavailable,
 )
+from policies.ratelimit import leaderboard
 from policies.ratelimit.config import RateLimitOptions
-from policies.ratelimit.keys import bucket_keys
+from policies.ratelimit.keys import PolicyKeys, board, shown
+from policies.ratelimit.leaderboard import BUCKET_SECONDS, KEEP_SECONDS
 from policies.ratelimit.plan import make_plan
 from policies.ratelimit.scripts import rate_limit_script
+from policies.ratelimit.top import top
 
 log = logging.getLogger("policies.ratelimit")
 
@@ -56,10 +61,11 @@ class RateLimitUnavailable(HTTPError):
 class _Batch:
     """Concurrent requests of one identity, waiting for one script call."""
 
-    __slots__ = ("keys", "waiters")
+    __slots__ = ("keys", "member", "waiters")
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], member: str) -> None:
         self.keys = keys
+        self.member = member
         self.waiters: list[asyncio.Future[list[int]]] = []
 
 
@@ -67,6 +73,7 @@ class RateLimit(Policy):
     """Limits requests per key (sliding window or token bucket, one or several limits)."""
 
     Options = RateLimitOptions
+    admin_endpoints: ClassVar[Mapping[str, AdminEndpoint]] = {"GET /-/top": top}
 
     def __init__(self, options: RateLimitOptions, context: PolicyContext) -> None:
         super().__init__(options, context)
@@ -77,14 +84,21 @@ class RateLimit(Policy):
         self.plan = make_plan(options.all_limits(), names)
         self._store = context.store
         self._script = rate_limit_script()
-        self._args = [(n, *self.plan.args) for n in range(MAX_BATCH + 1)]
+        # The leaderboard's arguments follow the limits'; the member comes last, per call.
+        self._args = [
+            (n, *self.plan.args, BUCKET_SECONDS, KEEP_SECONDS) for n in range(MAX_BATCH + 1)
+        ]
         self._width = 2 * len(names)
-        self._suffixes = self.plan.suffixes
         self._key = options.key
         # The key spec is part of the namespace: changing it on reload starts fresh buckets.
-        self._namespace = f"{context.scope}\x1f{','.join(options.key.specs)}"
+        self.keys = PolicyKeys(
+            f"{context.scope}\x1f{','.join(options.key.specs)}", self.plan.suffixes
+        )
         # `route` means one bucket per route, even for a definition shared by several routes.
         self._per_route = "route" in options.key.specs
+        # Leaderboards (and `route` keys) are per route: unless the instance serves exactly one
+        # route, requests are told apart by their route too.
+        self._one_route = len(context.routes) == 1
         self._policy_field = self.plan.policy_field
         self._deny = options.on_store_error == "deny"
         self._decisions = context.metrics.counter(
@@ -95,7 +109,7 @@ class RateLimit(Policy):
         self._children: dict[str, tuple[Any, Any, Any]] = {}
         for route in context.routes:
             self._children_for(route)
-        self._known: dict[str, list[str]] = {}
+        self._known: dict[str, tuple[list[str], str]] = {}
         self._pending: dict[str, _Batch] = {}
         self._calls: set[asyncio.Task[None]] = set()
         # Cached: get_running_loop() checks getpid(), a system call, every time.
@@ -113,37 +127,42 @@ class RateLimit(Policy):
             )
         return children
 
-    def keys_for(self, request: Request) -> list[str]:
-        """The store keys that count `request` (one per limit)."""
+    def keys_for(self, request: Request) -> tuple[str, list[str], str]:
+        """Who `request` counts for: a name for its batch, the store keys (one per limit,
+        then the route's leaderboard) and the member it is shown as among top consumers."""
         identity = self._key(request)
-        if self._per_route:
-            identity = f"{request.route.name}\x1f{identity}"
-        keys = self._known.get(identity)
-        if keys is None:
-            keys = bucket_keys(self._suffixes, self._namespace, identity)
+        known_as = identity if self._one_route else f"{request.route.name}\x1f{identity}"
+        known = self._known.get(known_as)
+        if known is None:
+            route = request.route.name
+            tag, keys = self.keys.bucket_keys(
+                f"{route}\x1f{identity}" if self._per_route else identity
+            )
+            keys.append(board(tag, route))
+            known = (keys, shown(self._key.specs, identity))
             # Hashing is most of a request's own cost here: remember the recent identities.
-            if len(identity) <= _KNOWN_IDENTITY:
+            if len(known_as) <= _KNOWN_IDENTITY:
                 if len(self._known) >= _KNOWN_MAX:
                     self._known.clear()
-                self._known[identity] = keys
-        return keys
+                self._known[known_as] = known
+        return known_as, known[0], known[1]
 
     async def __call__(self, request: Request, call_next: Handler) -> Response:
-        keys = self.keys_for(request)
-        batch = self._pending.get(keys[0])
+        tag, keys, member = self.keys_for(request)
+        batch = self._pending.get(tag)
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         if batch is None:
-            batch = self._pending[keys[0]] = _Batch(keys)
-            task = loop.create_task(self._decide(keys[0], batch))
+            batch = self._pending[tag] = _Batch(keys, member)
+            task = loop.create_task(self._decide(tag, batch))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
         waiter: asyncio.Future[list[int]] = loop.create_future()
         index = len(batch.waiters)
         batch.waiters.append(waiter)
         if index + 1 == MAX_BATCH:
-            del self._pending[keys[0]]  # full: the next request opens another batch
+            del self._pending[tag]  # full: the next request opens another batch
         try:
             answer = await waiter
         except StoreUnavailable as exc:
@@ -185,7 +204,9 @@ class RateLimit(Policy):
             del self._pending[tag]
         waiters = batch.waiters
         try:
-            answer = await self._store.eval(self._script, batch.keys, self._args[len(waiters)])
+            answer = await self._store.eval(
+                self._script, batch.keys, (*self._args[len(waiters)], batch.member)
+            )
         except StoreUnavailable as exc:
             for waiter in waiters:
                 if not waiter.done():
@@ -230,3 +251,13 @@ class RateLimit(Policy):
 
     def describe(self) -> str:
         return f"rate_limit {self.context.name}: {self.plan.summary} by {self._key}"
+
+    @property
+    def key_spec(self) -> str:
+        """What is counted, as written: `client_ip`, `[client_ip, header.X-Api-Key]`."""
+        return str(self._key)
+
+    async def top(self, route: str, window: int, n: int) -> list[dict[str, Any]]:
+        """The `n` busiest members of `route` over the last `window` seconds, every gateway
+        on the store counted (`GET /-/top`)."""
+        return await leaderboard.read(self._store, self.keys.boards(route), window, n)

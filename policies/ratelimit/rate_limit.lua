@@ -5,10 +5,12 @@
 -- never a gateway's, so gateways on machines that drift still agree.
 --
 -- KEYS[i]  the i-th limit's state; every key shares one {hash tag} (one Cluster slot)
+--          then, optionally, the route's leaderboard (the top consumers) in that slot
 -- ARGV     n, then four numbers per limit: kind, a, b, c
 --          1 sliding window, exact:       a = limit, b = window
 --          2 sliding window, approximate: a = limit, b = window
 --          3 token bucket (GCRA):         a = microseconds per token, b = burst, c = cost
+--          then with a leaderboard: bucket seconds, seconds a bucket is kept, the member
 -- Returns  {admitted k, retry_after s (0 when k = n),
 --           for each admitted request: remaining_1, reset_1 s, remaining_2, reset_2 s, ...,
 --           when k < n, once for the rejected rest: remaining_1, reset_1 s, ...}
@@ -147,8 +149,15 @@ end
 
 -- decide ------------------------------------------------------------------------------------
 
+-- With a leaderboard there is one more key than limits, and three more arguments.
+local limits, board = #KEYS, nil
+if #ARGV - 1 < 4 * #KEYS then
+  limits, board = #KEYS - 1, KEYS[#KEYS]
+end
+
 local states = {}
-for i, key in ipairs(KEYS) do
+for i = 1, limits do
+  local key = KEYS[i]
   local base = (i - 1) * 4 + 1
   local s = {
     key = key,
@@ -232,6 +241,27 @@ if admitted > 0 then
     else
       bucket_save(s)
     end
+  end
+end
+
+-- The leaderboard: per time bucket, a sorted set of requests by member and one of rejections
+-- (`:r`); a bucket expires `keep` seconds after it ends. PEXPIREAT only when the member is new
+-- to the bucket (its score is this call's count): that covers a new bucket, and it is absolute.
+local function tally(key, count, member, expire_at)
+  if tonumber(redis.call('ZINCRBY', key, count, member)) == count then
+    redis.call('PEXPIREAT', key, expire_at)
+  end
+end
+
+if board then
+  local base = 2 + limits * 4
+  local span, keep, member = tonumber(ARGV[base]), tonumber(ARGV[base + 1]), ARGV[base + 2]
+  local bucket = math.floor(now / (span * 1000000))
+  local key = board .. ':' .. string.format('%d', bucket)
+  local expire_at = string.format('%d', ((bucket + 1) * span + keep) * 1000)
+  tally(key, requests, member, expire_at)
+  if admitted < requests then
+    tally(key .. ':r', requests - admitted, member, expire_at)
   end
 end
 return out

@@ -3,6 +3,8 @@
 It decides `n` requests of one identity in order (concurrent requests of one key share a
 call). Arguments: `n`, then four numbers per limit (`kind, a, b, c`): `SLIDING` (limit,
 window µs, 0), `APPROXIMATE` (limit, window µs, 0), `BUCKET` (µs per token, burst, cost).
+With one key more than limits, that key is the route's leaderboard and three arguments follow
+(bucket seconds, seconds kept, member): the call counts the top consumers too (leaderboard.py).
 The answer is a flat list of integers:
 `[admitted k, retry_after s, <remaining_1, reset_1 s, ...> per admitted request,
 <remaining_1, reset_1 s, ...> once for the rejected rest when k < n]`.
@@ -16,6 +18,7 @@ from typing import Any
 
 from gateway.api import Keyspace, Script, Value
 from policies.ratelimit import algorithms as alg
+from policies.ratelimit.leaderboard import tally_local
 
 SLIDING = 1
 APPROXIMATE = 2
@@ -86,8 +89,9 @@ def _load(keyspace: Keyspace, key: str, kind: int, a: int, b: int, c: int, now: 
 def check_local(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> list[int]:
     """The memory store's twin of `rate_limit.lua` (atomic: one process, no await inside)."""
     now = int(keyspace.now() * alg.MICROS)
+    board = len(args) - 1 < STRIDE * len(keys)
     limits = []
-    for i, key in enumerate(keys):
+    for i, key in enumerate(keys[:-1] if board else keys):
         kind, a, b, c = (int(v) for v in args[1 + i * STRIDE : 1 + (i + 1) * STRIDE])
         limits.append(_load(keyspace, key, kind, a, b, c, now))
     out = [0, 0]
@@ -108,6 +112,8 @@ def check_local(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) 
     if admitted:
         for limit in limits:
             limit.save(keyspace, now)
+    if board:
+        tally_local(keyspace, keys[-1], args[-3:], requests, admitted, now)
     return out
 
 

@@ -109,12 +109,20 @@ class Reads:
         try:
             session = reader.decode(await self._store.eval(reader.script, (key,), reader.args))
         except BaseException as exc:
+            self._done(key, waiters)
             failure = StoreUnavailable(str(exc) or type(exc).__name__)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(failure)
             raise
+        self._done(key, waiters)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None if session is None else dict(session))
         return session
+
+    def _done(self, key: str, waiters: list[asyncio.Future[dict[str, str] | None]]) -> None:
+        # A store that answers within the turn (memory://) must not leave this read open to
+        # joiners that nobody would wake: later requests of the turn read again.
+        if self._turn.get(key) is waiters:
+            del self._turn[key]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +15,7 @@ import pytest
 
 from gateway.config.schema import config_schema, reference_markdown
 from gateway.registry import Registry
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,3 +159,77 @@ def test_readme_config_reference_lists_the_keys_of_an_upstream() -> None:
     ]
     missing = [key for key in keys if f"| `upstreams.<name>.{key}` |" not in reference]
     assert missing == []
+
+
+def test_run_workers_auto_is_refused_with_memory_like_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        "upstreams:\n  backend: {targets: ['http://127.0.0.1:9']}\n"
+        "routes:\n  - {name: api, match: {path: /api}, upstream: backend}\n"
+    )
+    result = gateway("run", "-c", str(config), "--workers", "auto")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "memory:// holds state in one process: use --workers 1 or a redis:// store"
+    ]
+    result = gateway("run", "-c", str(config), "--workers", "0")
+    assert result.returncode == 2
+    assert "expected 1 to 256 or 'auto', got '0'" in result.stderr
+
+
+# -- make demo with a port taken (issue 21, item 7) ---------------------------------------------
+
+
+@pytest.mark.parametrize("taken", ["UPSTREAM", "LISTEN", "ADMIN_LISTEN"])
+def test_demo_with_a_port_taken_fails_at_once_in_one_line(taken: str) -> None:
+    ports = {name: free_port() for name in ("UPSTREAM", "LISTEN", "ADMIN_LISTEN")}
+    env = dict(
+        os.environ,
+        UPSTREAM=f"http://127.0.0.1:{ports['UPSTREAM']}",
+        LISTEN=f"127.0.0.1:{ports['LISTEN']}",
+        ADMIN_LISTEN=f"127.0.0.1:{ports['ADMIN_LISTEN']}",
+    )
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", ports[taken]))
+        holder.listen()
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "demo.run"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            # The timeout is the hang guard: the demo must not wait for anything.
+            stdout, stderr = demo.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(demo.pid, signal.SIGKILL)  # what it started, if it hung
+            demo.wait()
+    assert demo.returncode == 1
+    (line,) = stderr.splitlines()
+    assert f"port {ports[taken]} (" in line
+    assert "already in use" in line
+    assert f"make demo {taken}=" in line  # how to choose another
+    assert stdout == ""
+
+
+def test_demo_upstream_on_a_taken_port_says_so_in_one_line() -> None:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "demo.upstream", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"demo upstream: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(stop what holds it, or choose another port with --port)"
+    ]

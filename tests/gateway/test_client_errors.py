@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
 import pytest
+from aiohttp import web
 
 from tests.conftest import GatewayFactory
 from tests.support.upstream import Upstream
@@ -88,6 +90,12 @@ async def exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
             400,
             "bad_request",
         ),
+        # RFC 9112 3.2: an HTTP/1.1 request without Host, or with an empty or invalid one.
+        (b"GET / HTTP/1.1\r\nX-Secret: SECRET\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nHost:\r\nX-Secret: SECRET\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nHost: a/SECRET\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nHost: user@SECRET\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.0\r\nHost: a b SECRET\r\n\r\n", 400, "bad_request"),
     ],
     ids=[
         "huge-header",
@@ -102,6 +110,11 @@ async def exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         "obs-fold",
         "two-hosts",
         "two-content-types",
+        "no-host",
+        "empty-host",
+        "host-with-path",
+        "host-with-user",
+        "http-1.0-invalid-host",
     ],
 )
 async def test_malformed_heads_get_json_errors_without_echo(
@@ -181,3 +194,43 @@ async def test_a_slow_but_steady_upload_outlasts_the_head_timeout(
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 200")
     writer.close()
+
+
+async def test_http_1_0_without_host_is_served(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    gw = await make_gateway(CONFIG)
+    got, _, _ = await exchange(gw.url, b"GET /echo HTTP/1.0\r\n\r\n")
+    assert got == 200
+    assert upstream.hits
+
+
+async def test_a_client_that_does_not_read_is_cut_off_and_the_upstream_released(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    released = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            while True:
+                await response.write(b"x" * 65536)
+        finally:
+            released.set()  # the gateway closed its upstream connection (write failed or
+            # the handler was cancelled): nothing else ends this loop
+
+    upstream.route("/endless", endless)
+    gw = await make_gateway(CONFIG.replace("body_timeout: 300ms", "send_timeout: 500ms"))
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+    started = time.monotonic()
+    await asyncio.wait_for(released.wait(), 10)  # the client reads nothing meanwhile
+    assert time.monotonic() - started >= 0.5
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(1 << 20):
+            pass  # what was buffered before the cut, then the end
+    writer.close()
+    lines = [line for line in gw.access_lines() if line["path"] == "/endless"]
+    assert lines[0]["aborted"] == "send_timeout"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import os
 import signal
+import socket
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.harness import GatewayProcess
+from tests.support.polling import eventually
 from tests.support.ports import free_port
 from tests.support.upstream import Upstream, pattern
 
@@ -235,3 +239,202 @@ async def test_large_bodies_stream_without_growing_the_worker(
     grown_mib = (_peak_rss_kib(worker) - before) / 1024
     print(f"worker peak RSS grew by {grown_mib:.1f} MiB")
     assert grown_mib < 16, f"worker peak RSS grew by {grown_mib:.1f} MiB for 2x300 MiB"
+
+
+# -- start-up: one gateway per port, nothing left behind (issue 21, item 6) ---------------------
+
+
+def _listening(port: int) -> bool:
+    """Whether anything accepts connections on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return True
+
+
+async def _failed_start(config: Path, run_dir: Path) -> tuple[int, str]:
+    """Run a `gateway run` that must fail; its exit code and stderr. Whatever it leaves
+    behind is killed afterwards (its process group), so a failing test stays contained."""
+    os.mkdir(run_dir)
+    process = GatewayProcess(str(config), env={"TMPDIR": str(run_dir)})
+    await process.start(wait=False)
+    assert process.process is not None
+    try:
+        code = await process.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.process.pid, signal.SIGKILL)
+    return code, process.stderr
+
+
+@pytest.mark.parametrize("admin_too", [True, False], ids=["same-config", "own-admin-port"])
+async def test_a_second_gateway_on_the_same_port_refuses_and_leaves_nothing(
+    tmp_path: Path, upstream: Upstream, running: Callable[..., object], admin_too: bool
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin)
+    first: GatewayProcess = await running(config)  # type: ignore[operator]
+    second = tmp_path / "second.yaml"
+    write_config(second, upstream.url, port, admin if admin_too else free_port())
+
+    code, stderr = await _failed_start(second, tmp_path / "run")
+
+    assert code == 1
+    assert f"cannot serve 127.0.0.1:{port}: another gateway holds port {port}" in stderr
+    assert os.listdir(tmp_path / "run") == []  # the run folder is gone
+    assert (await get(f"http://127.0.0.1:{port}/api/x"))[0] == 200
+    assert await first.stop() == 0
+    # Nothing of the second one serves on: not a worker of it with its own config.
+    assert not _listening(port)
+
+
+async def test_a_failed_start_names_the_address_and_stops_what_it_started(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", admin))
+        taken.listen()
+        code, stderr = await _failed_start(config, tmp_path / "run")
+    assert code == 1
+    assert f"cannot serve 127.0.0.1:{admin} (the admin listener): " in stderr
+    assert f"127.0.0.1:{port}" not in stderr
+    assert os.listdir(tmp_path / "run") == []
+    assert not _listening(port)
+
+
+async def test_workers_end_with_a_killed_supervisor(
+    tmp_path: Path, upstream: Upstream, redis_url: str, running: Callable[..., object]
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(
+        config, upstream.url, port, admin, extra=f"workers: 2\nredis: {{url: '{redis_url}'}}\n"
+    )
+    gateway: GatewayProcess = await running(config)  # type: ignore[operator]
+    workers = gateway.worker_pids()
+    assert len(workers) == 2
+    gateway.signal(signal.SIGKILL)
+    try:
+        await eventually(lambda: all(_gone(pid) for pid in workers), "workers to end")
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert not _listening(port)
+
+
+# -- `--workers auto` (item 8) ------------------------------------------------------------------
+
+
+async def test_workers_auto_on_the_command_line_starts_one_per_cpu(
+    tmp_path: Path, upstream: Upstream, redis_url: str, running: Callable[..., object]
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin, extra=f"redis: {{url: '{redis_url}'}}\n")
+    gateway: GatewayProcess = await running(config, "--workers", "auto")  # type: ignore[operator]
+    assert len(gateway.worker_pids()) == (os.cpu_count() or 1)
+    assert f"with {os.cpu_count() or 1} worker(s)" in gateway.stderr
+
+
+# -- requests cut off by shutdown_timeout (item 9) ----------------------------------------------
+
+
+async def test_requests_cut_off_by_shutdown_timeout_are_logged(
+    tmp_path: Path, upstream: Upstream, running: Callable[..., object]
+) -> None:
+    arrived: list[str] = []
+    both = asyncio.Event()
+    never = asyncio.Event()
+
+    async def stuck(request: web.Request) -> web.Response:
+        arrived.append(request.path)
+        if len(arrived) == 2:
+            both.set()
+        await never.wait()
+        return web.Response(text="too late")
+
+    upstream.route("/api/stuck", stuck)
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin)
+    config.write_text(config.read_text().replace("shutdown_timeout: 10s", "shutdown_timeout: 1s"))
+    gateway: GatewayProcess = await running(config)  # type: ignore[operator]
+    cut = [asyncio.ensure_future(get(f"http://127.0.0.1:{port}/api/stuck")) for _ in range(2)]
+    await both.wait()
+    gateway.signal(signal.SIGTERM)
+    assert await gateway.wait() == 0
+    for request in cut:
+        with pytest.raises(aiohttp.ClientError):
+            await request
+    never.set()
+    assert "shutdown_timeout (1.0s) reached: 2 request(s) still in progress abandoned" in (
+        gateway.stderr
+    )
+    lines = [json.loads(line) for line in gateway.stdout_lines]
+    abandoned = [line for line in lines if line["path"] == "/api/stuck"]
+    assert len(abandoned) == 2
+    for line in abandoned:
+        assert line["status"] == 0
+        assert line["bytes"] == 0
+        assert line["route"] == "api"
+        assert line["duration_ms"] >= 1000
+
+
+# -- reload logging (item 10) -------------------------------------------------------------------
+
+
+async def test_refused_reloads_are_logged_alike_and_restart_warnings_compare_with_what_runs(
+    tmp_path: Path, upstream: Upstream, running: Callable[..., object]
+) -> None:
+    port, admin = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    write_config(config, upstream.url, port, admin)
+    gateway: GatewayProcess = await running(config)  # type: ignore[operator]
+    good = config.read_text()
+
+    config.write_text(good + "max_request_body: lots\n")
+    mark = len(gateway.stderr_lines)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{admin}/-/reload") as response,
+    ):
+        assert response.status == 400
+    by_admin = await gateway.wait_for("refused", after=mark, timeout=10)
+    mark = len(gateway.stderr_lines)
+    gateway.signal(signal.SIGHUP)
+    by_signal = await gateway.wait_for("refused", after=mark, timeout=10)
+    shape = "reload ({}) refused, still serving the previous config:\\n{}:8: max_request_body"
+    assert shape.format("POST /-/reload", config) in by_admin
+    assert shape.format("SIGHUP", config) in by_signal
+
+    # A new listen waits for a restart; the running one put back has nothing to wait for.
+    other = free_port()
+    config.write_text(good.replace(f"listen: 127.0.0.1:{port}", f"listen: 127.0.0.1:{other}"))
+    mark = len(gateway.stderr_lines)
+    gateway.signal(signal.SIGHUP)
+    await gateway.wait_for("config reloaded in 1 worker(s) (SIGHUP)", after=mark)
+    assert "changes to listen take effect after a restart" in "".join(gateway.stderr_lines[mark:])
+
+    config.write_text(good)
+    mark = len(gateway.stderr_lines)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{admin}/-/reload") as response,
+    ):
+        assert (await response.json())["warnings"] == []
+    await gateway.wait_for("config reloaded in 1 worker(s) (POST /-/reload)", after=mark)
+    assert "after a restart" not in "".join(gateway.stderr_lines[mark:])

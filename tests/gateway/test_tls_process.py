@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +168,30 @@ routes:
         assert serials == {second}
     finally:
         assert await process.stop() == 0
+
+
+async def test_a_taken_redirect_http_port_stops_the_start_with_nothing_left(
+    pki: Pki, tmp_path: Path
+) -> None:
+    port, admin, plain = free_port(), free_port(), free_port()
+    config = write(pki, "  cert: default.pem\n  key: default.key\n", listen=f"127.0.0.1:{port}")
+    text = config.read_text()
+    config.write_text(
+        f"redirect_http: 127.0.0.1:{plain}\nadmin: {{listen: 127.0.0.1:{admin}}}\n{text}"
+    )
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", plain))
+        taken.listen()
+        process = GatewayProcess(str(config), env={"TMPDIR": str(run_dir)})
+        await process.start(wait=False)
+        assert process.process is not None
+        try:
+            code = await process.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.process.pid, signal.SIGKILL)
+    assert code == 1
+    assert f"cannot serve 127.0.0.1:{plain} (redirect_http): " in process.stderr
+    assert os.listdir(run_dir) == []  # no worker was started

@@ -181,9 +181,17 @@ def test_huge_values_used_as_rate_limit_keys_are_hashed_and_bounded(served: Serv
         assert answer.status == 200, answer
         assert dict(answer.headers).get(b"RateLimit")  # counted in Redis, not allowed blindly
     new = set(rate_limit_keys(served.redis)) - before
-    assert len(new) == 3  # one per identity (each route has one limit)
-    for key in new:
-        assert re.fullmatch(r"rl:v1:\{[0-9a-f]{32}\}:[0-9a-z_.:]{1,32}", key), key
+    boards = {key for key in new if ":top:" in key}
+    assert len(new - boards) == 3  # one per identity (each route has one limit)
+    for key in new - boards:
+        assert re.fullmatch(r"rl:v2:\{[0-9a-f]{16}\.\d+\}:[0-9a-f]{32}:[0-9a-z_.:]{1,32}", key), key
+    # The top consumers' boards hold fingerprints of the values, never the values.
+    assert boards
+    for key in boards:
+        assert re.fullmatch(r"rl:v2:\{[0-9a-f]{16}\.\d+\}:top:[\w.-]+:\d+", key), key
+        members = served.redis.cli("ZRANGE", key, "0", "-1")
+        assert MARKER not in members
+        assert len(members) < 200
 
 
 def test_a_client_varying_a_header_cannot_grow_the_cache_past_max_variants(

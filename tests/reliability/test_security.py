@@ -43,6 +43,8 @@ ADMIN_CALLS = [
     ("GET", "/-/ready", None),
     ("GET", "/metrics", None),
     ("GET", "/-/routes", None),
+    ("GET", "/-/stats", None),
+    ("GET", "/-/top?route=site", None),
     ("POST", "/-/reload", None),
     ("POST", "/-/cache/purge", {"route": "site"}),
     ("POST", "/-/session/create", {"fields": {"user_id": "1"}, "ttl": "1m"}),

@@ -1,6 +1,7 @@
 """The short fault soak (`loadtest/soak.py --faults short`), as CI runs it: under a steady
 load Redis is SIGKILLed and restarted twice and the upstream stalls once; nothing may hang,
-no undocumented 5xx, no wrong answer, no dead worker, and every fault is recovered from.
+no undocumented 5xx, no wrong answer, no dead worker, every fault is recovered from, and every
+request the queue route accepted reaches the upstream.
 
 Behaviour only, at a low rate: CI machines are shared and slow; `make soak` runs the long one.
 """
@@ -41,3 +42,10 @@ def test_short_fault_soak_recovers_from_every_fault(tmp_path: Path) -> None:
     assert routes["passthrough"].get("504"), routes
     assert not routes["cached"].get("504"), routes  # a stalled upstream: hits still served
     assert verdict["requests"] >= 45 * 50 * 0.95
+    # The queue route: accepted while Redis was up, 503 while it was down, nothing lost.
+    assert routes["queued"].get("202"), routes
+    assert routes["queued"].get("503"), routes
+    queue = verdict["queue"]
+    assert queue["accepted"] == routes["queued"]["202"], queue
+    assert queue["lost"] == 0, queue
+    print(f"soak queue figures: {queue}")

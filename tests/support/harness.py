@@ -189,11 +189,12 @@ class GatewayProcess:
 
     async def wait(self, timeout: float = 60) -> int:
         assert self.process is not None
+        # The pipes too: a process it left behind (a stray worker) would hold them open.
         async with asyncio.timeout(timeout):
             code = await self.process.wait()
-        if self._reader is not None:
-            await self._reader
-        await self._out_reader
+            if self._reader is not None:
+                await self._reader
+            await self._out_reader
         return code
 
     async def stop(self) -> int | None:

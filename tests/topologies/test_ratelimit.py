@@ -52,3 +52,23 @@ test_rejected_request_gets_429_with_retry_after_and_never_reaches_upstream = (
 test_named_definition_is_shared_and_inline_declarations_are_per_route = (
     test_policy.test_named_definition_is_shared_and_inline_declarations_are_per_route
 )
+
+
+async def test_top_consumers_are_counted_in_the_decision_and_read_from_every_shard(
+    make_gateway: GatewayFactory, redis_stores: test_shared_store.StoreFactory
+) -> None:
+    """On a Cluster each shard of a leaderboard is a slot of its own (read one by one);
+    through Sentinels one call reads them all. Three clients, known counts, two gateways."""
+    config = test_shared_store.HEAD + (
+        "      - rate_limit: {algorithm: sliding_window, limit: 4, window: 1m, key: header.X-Client}\n"
+    )
+    gateways = [await make_gateway(config, store=redis_stores()) for _ in range(2)]
+    counts = {"alice": 9, "bob": 5, "carol": 2}
+    for client, count in counts.items():
+        for i in range(count):
+            async with gateways[i % 2].request("GET", "/a", headers={"X-Client": client}) as r:
+                await r.read()
+    for gw in gateways:
+        async with gw.admin("GET", "/-/top?route=api") as response:
+            consumers = (await response.json())["consumers"]
+        assert [(c["requests"], c["rejected"]) for c in consumers] == [(9, 5), (5, 1), (2, 0)]

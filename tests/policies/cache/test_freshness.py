@@ -6,7 +6,6 @@ import pytest
 from multidict import CIMultiDict
 
 from policies.cache.freshness import (
-    NO_VARIANT,
     Freshness,
     RequestDirectives,
     Rules,
@@ -17,12 +16,11 @@ from policies.cache.freshness import (
     not_modified,
     on_error,
     request_directives,
-    selecting_value,
     usable,
-    variant_id,
     while_revalidating,
 )
 from policies.cache.syntax import format_http_date
+from policies.cache.variants import NO_VARIANT, selecting_value, variant_id
 
 NOW = 1_800_000_000.0
 DATE = format_http_date(NOW)
@@ -277,8 +275,20 @@ def test_stale_windows_at_serve_time(
         ("foo", [" 1, 2 "], "1,2"),
         ("foo", ["1", "2"], "1,2"),  # lines combined
         ("foo", ["A"], "A"),  # case kept where it may matter
-        ("accept-encoding", ["GZIP, Br"], "gzip,br"),
+        ("foo", ["b, a"], "b,a"),  # order kept: only the negotiation fields are sorted
+        ("accept-encoding", ["GZIP, Br"], "br,gzip"),
+        ("accept-encoding", ["gzip;q=1.0, br;Q=1"], "br,gzip"),
+        ("accept-encoding", ["gzip;q=0.50, br"], "br,gzip;q=0.5"),
+        ("accept-encoding", ["gzip, br;q=0.9, *;q=0"], "gzip,br;q=0.9,*;q=0"),
+        ("accept-language", ["en, fr"], "en,fr"),
+        ("accept-language", ["en,fr"], "en,fr"),
+        ("accept-language", ["fr, en"], "en,fr"),
+        ("accept-language", ["fr", "EN"], "en,fr"),
+        ("accept-language", ["fr;q=0.9, en"], "en,fr;q=0.9"),
+        ("accept-language", ["en;q=2, fr"], "en;q=2,fr"),  # invalid weight: as written
         ("accept", ["text/html ; q=0.9"], "text/html;q=0.9"),
+        ("accept", ["text/html;level=1; charset=UTF-8"], "text/html;charset=utf-8;level=1"),
+        ("accept", ["text/*, text/html"], "text/*,text/html"),
         ("foo", [], None),
         ("foo", [""], ""),
     ],

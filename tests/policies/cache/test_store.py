@@ -8,7 +8,6 @@ import pytest
 from multidict import CIMultiDict
 
 from gateway.store import Store
-from policies.cache.freshness import selecting_pairs, variant_id
 from policies.cache.store import (
     CacheStore,
     Index,
@@ -16,6 +15,7 @@ from policies.cache.store import (
     uri_from_member,
     uri_key,
 )
+from policies.cache.variants import selecting_pairs, variant_id
 
 LOCK_MS = 5_000
 

@@ -76,9 +76,13 @@ def test_delta_seconds(value: str | None, expected: int | None) -> None:
         (["abc"], None),
         (["-7200"], None),
         (["7200.0"], None),
-        (["7200,0"], None),  # a list: RFC 9111 5.1 says ignore it
-        (["7200", "0"], None),
-        (["0, 0"], None),
+        (["3600s"], None),
+        (["+5"], None),
+        (["7200,0"], 7200),  # a list: RFC 9111 5.1 says its first member counts
+        (["7200", "0"], 7200),
+        (["0", "7200"], 0),
+        (["abc, 5"], None),  # the first member is invalid: ignored, not the next one
+        ([", 5"], 5),  # empty list members are not members (RFC 9110 5.6.1)
         ([], None),
         (["99999999999"], MAX_DELTA),
     ],

@@ -18,7 +18,7 @@ from redis.crc import key_slot
 from gateway.store import Store
 from gateway.store.memory import MemoryKeyspace
 from gateway.store.redis import RedisStore
-from policies.ratelimit.keys import bucket_keys
+from policies.ratelimit.keys import SHARDS, PolicyKeys, board
 from policies.ratelimit.scripts import (
     APPROXIMATE,
     BUCKET,
@@ -30,7 +30,7 @@ from tests.policies.ratelimit.conftest import Peek
 from tests.support.redis_server import RedisServer
 
 SCRIPT = rate_limit_script()
-KEYS = bucket_keys(("0:x", "1:y", "2:z"), "route:test", "client")
+KEYS = PolicyKeys("route:test", ("0:x", "1:y", "2:z")).bucket_keys("client")[1]
 
 
 def sliding(limit: int, window: float) -> tuple[int, ...]:
@@ -250,13 +250,19 @@ def test_twin_counts_equal_timestamps_and_frees_at_the_exact_boundary() -> None:
 
 
 def test_every_key_of_a_call_shares_one_cluster_slot() -> None:
-    keys = bucket_keys(("0:sw", "1:tb", "2:sa1000000"), "policy:api", "10.0.0.1")
+    policy = PolicyKeys("policy:api", ("0:sw", "1:tb", "2:sa1000000"))
+    tag, keys = policy.bucket_keys("10.0.0.1")
     assert len({key_slot(key.encode()) for key in keys}) == 1
-    assert all(key.startswith("rl:v1:{") for key in keys)
-    other = bucket_keys(("0:sw",), "policy:api", "10.0.0.2")
+    assert all(key.startswith(tag) and key.startswith("rl:v2:{") for key in keys)
+    # The route's leaderboard in that shard shares the slot: one script call counts both.
+    assert key_slot(board(tag, "api").encode()) == key_slot(keys[0].encode())
+    assert board(tag, "api") in policy.boards("api")
+    other = policy.bucket_keys("10.0.0.2")[1]
     assert other[0] != keys[0]
+    # Identities spread over the shards.
+    assert len({policy.bucket_keys(f"10.0.0.{n}")[0] for n in range(200)}) > SHARDS // 2
     # Client input is hashed, never spliced.
-    spliced = bucket_keys(("0:sw",), "route:x", "}{evil:*\r\n")
+    spliced = PolicyKeys("route:x", ("0:sw",)).bucket_keys("}{evil:*\r\n")[1]
     assert "evil" not in spliced[0]
     assert spliced[0].count("{") == 1
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from gateway.store import Keyspace, Script, Store, Value
-from policies.session.lookup import Reader
+from policies.session.lookup import Reader, Reads
 
 KEY = "session:" + "k" * 20
 
@@ -100,3 +101,14 @@ async def test_without_sliding_the_expiry_stands(store: Store) -> None:
     ttl = await _ttl(store, KEY)
     assert ttl is not None
     assert 29_000 < ttl <= 30_000
+
+
+async def test_a_read_joining_a_finished_one_in_the_same_turn_is_answered(store: Store) -> None:
+    # The memory store answers without yielding to the loop: a request of the same session
+    # later in the same turn must not join a read that has already answered (it never would
+    # be woken). Found by `gateway loadtest`: concurrent requests of one session hung.
+    await store.hset(KEY, {"user_id": "42"}, ttl=60)
+    reads = Reads(store, Reader(["user_id"], 0.0, 0.0))
+    first = await reads.read(KEY)
+    second = await asyncio.wait_for(asyncio.ensure_future(reads.read(KEY)), 2)
+    assert first == second == {"user_id": "42"}

@@ -1,0 +1,1 @@
+"""`gateway loadtest`: Locust users generated from a config, and a verdict per route."""
