@@ -9,7 +9,7 @@ from __future__ import annotations
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.config.models import split_listen
 from gateway.config.units import Duration, Rate, Size, parse_duration
-from gateway.errors import ConfigError, HTTPError, StoreUnavailable, UpstreamError
+from gateway.errors import ConfigError, HTTPError, SlotMoving, StoreUnavailable, UpstreamError
 from gateway.http.headers import HOP_BY_HOP
 from gateway.http.messages import Body, Handler, Request, Response, RouteInfo
 from gateway.http.paths import BadPath, normalise
@@ -26,6 +26,7 @@ from gateway.policy import (
 from gateway.registry import Registry
 from gateway.store import Keyspace, Script, Store, Subscription, Value
 from gateway.store.factory import open_store
+from gateway.store.memory import MemoryStore
 
 __all__ = [
     "ANONYMOUS",
@@ -43,6 +44,7 @@ __all__ = [
     "Key",
     "Keyspace",
     "LoadedConfig",
+    "MemoryStore",
     "Options",
     "Policy",
     "PolicyContext",
@@ -53,6 +55,7 @@ __all__ = [
     "RouteInfo",
     "Script",
     "Size",
+    "SlotMoving",
     "Store",
     "StoreUnavailable",
     "Subscription",
