@@ -110,6 +110,14 @@ class UpstreamError(HTTPError):
     code = "bad_gateway"
 
 
+class UpstreamTLSError(UpstreamError):
+    """The upstream's certificate did not verify, or its TLS handshake failed: nothing was
+    forwarded."""
+
+    status = 502
+    code = "upstream_tls"
+
+
 class UpstreamTimeout(UpstreamError):
     """The upstream did not answer within its timeout."""
 

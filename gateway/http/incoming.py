@@ -25,6 +25,10 @@ class ClientSide(Protocol):
 
     loop: asyncio.AbstractEventLoop
     peer: str
+    scheme: str
+    """`http` or `https`: what the client spoke to the gateway."""
+    tls_subject: str | None
+    """The verified client certificate's subject (mTLS), else None."""
     aborted: str | None
     """Why the gateway cut the connection off mid-answer (`send_timeout`), else None."""
 

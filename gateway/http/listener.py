@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -36,6 +37,7 @@ import httptools
 from gateway.config.models import ClientLimits
 from gateway.http.heads import HeadReader, Refused
 from gateway.http.incoming import Incoming
+from gateway.http.tls import peer_subject
 
 log = logging.getLogger("gateway.server")
 
@@ -49,9 +51,13 @@ _TUNNEL_BUFFER = 64 * 1024
 class Listener:
     """Creates a `ClientConnection` per accepted client; closes them all on shutdown."""
 
-    def __init__(self, handler: Handler, limits: ClientLimits) -> None:
+    def __init__(
+        self, handler: Handler, limits: ClientLimits, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.handler = handler
         self.limits = limits
+        self.tls = tls
+        """HTTPS when set (a `gateway.http.tls.ServerTLS`, swapped on reload)."""
         self.head_limit = limits.max_line_size + limits.max_headers * limits.max_field_size
         self.connections: set[ClientConnection] = set()
         self.closing = False
@@ -69,7 +75,18 @@ class Listener:
     async def serve(self, sock: socket.socket) -> None:
         """Accept connections on a bound, listening socket."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self, sock=sock, backlog=1024)
+        if self.tls is None:
+            self._server = await loop.create_server(self, sock=sock, backlog=1024)
+        else:
+            # A handshake is bounded like a head; one that fails (plain HTTP, garbage, a
+            # client certificate refused) closes the connection, logged at debug level only.
+            self._server = await loop.create_server(
+                self,
+                sock=sock,
+                backlog=1024,
+                ssl=self.tls,
+                ssl_handshake_timeout=self.limits.header_timeout,
+            )
         self._sweeper = loop.call_later(self._sweep_every, self._sweep)
 
     def _sweep(self) -> None:
@@ -111,6 +128,11 @@ class Listener:
 class ClientConnection(asyncio.Protocol):
     """One client connection: parses request heads, runs the handler, keeps the order."""
 
+    scheme = "http"
+    """`https` on the TLS listener (set once per connection)."""
+    tls_subject: str | None = None
+    """The verified client certificate's subject (mTLS), the key source `tls.subject`."""
+
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         limits = listener.limits
@@ -145,6 +167,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
+        if self.listener.tls is not None:  # once per connection, after the handshake
+            self.scheme = "https"
+            self.tls_subject = peer_subject(transport.get_extra_info("peercert"))
         self.listener.connections.add(self)
 
     def data_received(self, data: bytes) -> None:

@@ -71,7 +71,7 @@ CASES = [
     (
         "          {algorithm: sliding_window, limit: 1, window: 1s, key: cookie}",
         f"{WHERE.format(line=13)}.key: invalid key 'cookie' (use client_ip, route, header.NAME, "
-        "query.NAME or session.FIELD)",
+        "query.NAME, session.FIELD or tls.subject)",
     ),
     (
         "          {algorithm: sliding_window, limit: 1, window: 1s, on_store_error: maybe}",
