@@ -57,6 +57,9 @@ class Proxy:
                 except TimeoutError:
                     last = UpstreamTimeout()
                     continue
+                except UpstreamError as exc:  # TLS that failed: try the next target
+                    last = exc
+                    continue
                 except OSError:
                     last = UpstreamError()
                     continue

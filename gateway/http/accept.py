@@ -18,6 +18,7 @@ import errno
 import logging
 import resource
 import socket
+import ssl
 from collections.abc import Callable
 
 log = logging.getLogger("gateway.server")
@@ -38,8 +39,13 @@ class Acceptor:
         sock: socket.socket,
         factory: Callable[[], asyncio.Protocol],
         on_refused: Callable[[str], None] | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = None,
     ) -> None:
         self._sock = sock
+        self._tls = tls
+        self._handshake_timeout = handshake_timeout if tls is not None else None
         self._factory = factory
         self._on_refused = on_refused
         self._loop = asyncio.get_running_loop()
@@ -93,7 +99,14 @@ class Acceptor:
                 self._refused(exc)
                 return
             # Non-blocking mode is set by connect_accepted_socket (asyncio) or libuv (uvloop).
-            task = loop.create_task(loop.connect_accepted_socket(self._factory, conn))
+            task = loop.create_task(
+                loop.connect_accepted_socket(
+                    self._factory,
+                    conn,
+                    ssl=self._tls,
+                    ssl_handshake_timeout=self._handshake_timeout,
+                )
+            )
             task.add_done_callback(_retrieve)
 
     def _refused(self, exc: OSError) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -27,6 +28,7 @@ import httptools
 from gateway.config.models import ClientLimits
 from gateway.http.heads import HeadReader, Refused
 from gateway.http.incoming import Incoming, RequestBody
+from gateway.http.tls import peer_subject
 
 log = logging.getLogger("gateway.server")
 
@@ -44,6 +46,7 @@ class Owner(Protocol):
     limits: ClientLimits
     head_limit: int
     closing: bool
+    tls: ssl.SSLContext | None
 
     def opened(self, conn: ClientConnection) -> None: ...
 
@@ -52,6 +55,11 @@ class Owner(Protocol):
 
 class ClientConnection(asyncio.Protocol):
     """One client connection: parses request heads, runs the handler, keeps the order."""
+
+    scheme = "http"
+    """`https` on the TLS listener (set once per connection)."""
+    tls_subject: str | None = None
+    """The verified client certificate's subject (mTLS), the key source `tls.subject`."""
 
     def __init__(self, listener: Owner) -> None:
         self.listener = listener
@@ -87,6 +95,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
+        if self.listener.tls is not None:  # once per connection, after the handshake
+            self.scheme = "https"
+            self.tls_subject = peer_subject(transport.get_extra_info("peercert"))
         self.listener.opened(self)
 
     def data_received(self, data: bytes) -> None:

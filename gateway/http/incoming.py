@@ -27,6 +27,10 @@ class ClientSide(Protocol):
 
     loop: asyncio.AbstractEventLoop
     peer: str
+    scheme: str
+    """`http` or `https`: what the client spoke to the gateway."""
+    tls_subject: str | None
+    """The verified client certificate's subject (mTLS), else None."""
     aborted: str | None
     """Why the gateway cut the connection off (`send_timeout`, `request_timeout`), else None."""
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 
 from gateway.config.models import ClientLimits
@@ -38,9 +39,12 @@ class Listener:
         self,
         handler: Handler,
         limits: ClientLimits,
+        tls: ssl.SSLContext | None = None,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.handler = handler
+        self.tls = tls
+        """HTTPS when set (a `gateway.http.tls.ServerTLS`, swapped on reload)."""
         self.on_refused = on_refused
         """Called with the errno's name (`EMFILE`) of every accept refused for want of
         descriptors or memory (a metric)."""
@@ -62,7 +66,11 @@ class Listener:
     async def serve(self, sock: socket.socket) -> None:
         """Accept connections on a bound, listening socket."""
         loop = asyncio.get_running_loop()
-        self._acceptor = Acceptor(sock, self, self.on_refused)
+        # A TLS handshake is bounded like a head; one that fails (plain HTTP, garbage, a
+        # client certificate refused) closes the connection, logged at debug level only.
+        self._acceptor = Acceptor(
+            sock, self, self.on_refused, tls=self.tls, handshake_timeout=self.limits.header_timeout
+        )
         self._acceptor.start()
         self._sweeper = loop.call_later(self._sweep_every, self._sweep)
 

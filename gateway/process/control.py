@@ -85,6 +85,9 @@ class LocalControl:
                 await self._pending.stop()
             current = self.runtime
             runtime = Runtime(loaded, current.store, current.metrics)
+            if (runtime.server_tls is None) != (self.gateway.tls is None):
+                await runtime.stop()
+                raise loaded.problem(("tls",), "turning TLS on or off takes a restart")
             try:
                 await runtime.start()
             except Exception as exc:  # a policy that cannot start refuses the whole config

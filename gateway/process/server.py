@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.app import Gateway
 from gateway.config.models import GatewayConfig, split_listen
 from gateway.http.listener import Listener
+from gateway.http.tls import redirect_handler
 
 log = logging.getLogger("gateway.server")
 
@@ -95,8 +96,16 @@ def claim_public_port(listen: str) -> socket.socket | None:
 
 
 def public_server(gateway: Gateway, model: GatewayConfig) -> Listener:
-    """The public listener: the gateway's own HTTP/1.1 server (see `gateway.http.listener`)."""
-    return Listener(gateway.handle, model.client, gateway.metrics.accept_refused)
+    """The public listener: the gateway's own HTTP/1.1 server (see `gateway.http.listener`),
+    over TLS when the config has a `tls` section."""
+    return Listener(gateway.handle, model.client, gateway.tls, gateway.metrics.accept_refused)
+
+
+def redirect_server(model: GatewayConfig) -> Listener | None:
+    """The `redirect_http` listener (308 to HTTPS), when configured."""
+    if model.redirect_http is None:
+        return None
+    return Listener(redirect_handler(split_listen(model.listen)[1]), model.client)
 
 
 async def serve(server: Listener, sock: socket.socket) -> Listener:

@@ -33,7 +33,7 @@ from gateway.registry import Registry
 
 log = logging.getLogger("gateway.supervisor")
 
-_RESTART_ONLY = ("listen", "workers", "admin", "redis", "client")
+_RESTART_ONLY = ("listen", "redirect_http", "workers", "admin", "redis", "client")
 
 
 class Supervisor:
@@ -130,6 +130,13 @@ class Supervisor:
                 f"cannot serve {model.admin.listen} (the admin listener): {exc.strerror}"
             ) from None
         try:
+            if model.redirect_http is not None:
+                try:  # the workers bind it with SO_REUSEPORT; nothing else may hold it
+                    listening_socket(model.redirect_http, reuse_port=False).close()
+                except OSError as exc:
+                    raise StartError(
+                        f"cannot serve {model.redirect_http} (redirect_http): {exc.strerror}"
+                    ) from None
             self._write_text(self.loaded.text)
             results = await asyncio.gather(
                 *(self._spawn(worker) for worker in self.workers), return_exceptions=True

@@ -47,7 +47,8 @@ class InProcessGateway:
     async def start(self) -> InProcessGateway:
         await self.runtime.start()
         sock = listening_socket("127.0.0.1:0", reuse_port=False)
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        scheme = "https" if self.loaded.model.tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
         self._server = public_server(self.gateway, self.loaded.model)
         self.control.listener = self._server
         await serve(self._server, sock)
