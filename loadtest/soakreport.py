@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadtest.common import table
-from loadtest.soakjudge import LocalLimit, over_admission, undocumented_answers
+from loadtest.soakjudge import LocalLimit, active, over_admission, undocumented_answers
 from loadtest.soakload import ROUTES, Fault, Outcome, by_route, health_by_second, recovery
 
 
@@ -156,6 +156,15 @@ def render(run: Run) -> str:
     heads += ["first fully healthy second after", "last degraded answer after", "/-/ready"]
     lines += [table(heads, rows), ""]
 
+    dropped = [o for o in outcomes if o.failure and o.failure != "hung"]
+    expected = sum("gateway" in active(o, run.faults) for o in dropped)
+    if dropped:
+        lines += [
+            f"Connection errors (no HTTP answer): {len(dropped)}, {expected} of them to the "
+            "killed gateway between its SIGKILL and its restart: expected then (nothing "
+            "listened on its port, or it died with the request); the other gateway served.",
+            "",
+        ]
     lines += _over_admission(run)
     why = undocumented_answers(outcomes, run.faults)
     if why:
