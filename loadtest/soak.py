@@ -26,11 +26,12 @@ the process logs) gives the answers by status per route, each fault's time to re
 first fully healthy second after it ended), the over-admission of each local limit while Redis
 was down (admitted / what `limit` admits across the deployment over that time; bound: 1 + 1/N,
 N the gateway processes), and the must-be-zero counts: requests that hung (no answer within
-redis.timeout + upstream connect + read timeouts + 1 s), answers not documented for the state
-of the system at that moment (loadtest/soakjudge.py: a connection error is documented only for
-the killed gateway while it is down, a 504 only around the stall...), requests the queue
-accepted (202) that never reached the upstream (looked for once the load ends, for up to
---drain seconds; duplicates are counted and reported, they are allowed), local limits over
+the route's timeouts + 1 s: redis.timeout + upstream connect + read; the upstream's twice on
+the cached route, as a collapsed miss first waits for the leader's), answers not documented
+for the state of the system at that moment (loadtest/soakjudge.py: e.g. a connection error
+only from the killed gateway while it is down, a 504 only around the stall), requests the
+queue accepted (202) that never reached the upstream (looked for once the load ends, for up
+to --drain seconds; duplicates are counted and reported, they are allowed), local limits over
 the bound, worker restarts, tracebacks in the gateway logs, faults never recovered from. Exit
 1 when one is not zero, 2 on bad arguments, 130 when interrupted.
 """
@@ -107,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=200.0, help="requests/s over all routes")
     p.add_argument("--workers", type=int, default=2, help="gateway worker processes")
     p.add_argument("--ready-every", type=float, default=2.0, help="poll /-/ready (0: never)")
-    p.add_argument("--hang", type=float, help="no answer after this: hung (the timeouts + 1 s)")
+    p.add_argument("--hang", type=float, help="no answer after this: hung (timeouts + 1 s)")
     p.add_argument("--sessions", type=int, default=50, help="valid sessions to create")
     p.add_argument("--drain", type=float, default=60.0, help="seconds for the queue to deliver")
     p.add_argument("--reports", type=Path, default=HERE / "reports", help="parent directory")
@@ -171,11 +172,11 @@ class Soak:
             rendered.write(config)
             self.gateways.append(Gateway(name, port, admin_port, env, config))
         self.limits = local_limits(rendered.doc)
-        read, longest = timeouts(rendered.doc)
+        read, bounds = timeouts(rendered.doc)
         stalls = [lasting for kind, _, lasting in SCHEDULES[args.faults] if kind == "upstream"]
         if any(lasting <= read for lasting in stalls):
             raise StartupError(f"the upstream stall must outlast its read timeout ({read:g}s)")
-        args.hang = args.hang or longest + 1.0
+        hang = {route: args.hang or bound + 1.0 for route, bound in bounds.items()}
         with concurrent.futures.ThreadPoolExecutor(len(self.gateways)) as pool:
             for gateway, child in zip(
                 self.gateways, pool.map(self._start_gateway, self.gateways), strict=True
@@ -187,7 +188,7 @@ class Soak:
         time.sleep(1.2)  # appendfsync everysec: the sessions are on disk before any kill
         bases = [gateway.base for gateway in self.gateways]
         quotas = {limit.route: limit.quota for limit in self.limits}
-        return Load(bases, args.rate, args.duration, sessions, hang=args.hang, quotas=quotas)
+        return Load(bases, args.rate, args.duration, sessions, hang=hang, quotas=quotas)
 
     def _start_gateway(self, gateway: Gateway) -> Child:
         return start_gateway(
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak could not run: {exc}\nlogs: {report}", file=sys.stderr)
         return 1
     run = Run(vars(args), load.outcomes, soak.faults, soak.ready, metrics, gateway_log, queue)
-    run.limits, run.gateways = soak.limits, len(soak.gateways)
+    run.limits, run.gateways, run.hang = soak.limits, len(soak.gateways), load.hang
     text = render(run)
     print("\n" + text)
     write_report(report / "report.md", text)

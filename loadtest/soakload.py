@@ -70,7 +70,8 @@ class Load:
     rate: float
     duration: float
     sessions: Sequence[dict[str, str]]
-    hang: float = 10.0
+    hang: dict[str, float] = field(default_factory=dict)
+    """Per route, seconds after which a request without an answer is hung (default 10)."""
     quotas: dict[str, int] = field(default_factory=dict)
     """The `q` a store decision of each LOCAL_ROUTES route carries (its limit, or burst)."""
     outcomes: list[Outcome] = field(default_factory=list)
@@ -144,7 +145,8 @@ def judge(
 
 async def drive(load: Load, started: float) -> None:
     """Send the load at its fixed rate from `started` (a perf_counter time) on; returns when
-    every request has an outcome. Each request is bounded by `load.hang` from when it was due:
+    every request has an outcome. Each request is bounded by its route's `load.hang` from when
+    it was due:
     a stalled gateway cannot hide its queue (as in loadgen.fixed_rate)."""
     timeout = aiohttp.ClientTimeout(total=None)
     # The local routes' requests open a connection each, which the kernel spreads over every
@@ -163,7 +165,7 @@ async def drive(load: Load, started: float) -> None:
             outcome = Outcome(due - started, route, gateway)
             load.outcomes.append(outcome)
             try:
-                async with asyncio.timeout(load.hang):
+                async with asyncio.timeout(load.hang.get(route, 10.0)):
                     method, data = (
                         ("POST", b'{"n": %d}' % n) if route == "queued" else ("GET", None)
                     )

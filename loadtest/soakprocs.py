@@ -77,10 +77,17 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
 
-def timeouts(doc: dict[str, Any]) -> tuple[float, float]:
-    """(the upstream's read timeout, the longest a request may wait in the gateway by the
-    config: redis.timeout + the upstream's connect and read timeouts)."""
+def timeouts(doc: dict[str, Any]) -> tuple[float, dict[str, float]]:
+    """(the upstream's read timeout, per route the longest an answer may take by the config
+    and the docs): redis.timeout + the upstream's connect and read timeouts; on a cached route
+    twice the upstream's, as a collapsed miss first waits for the leader's upstream request
+    (docs/policies/cache.md, "Misses collapse")."""
     [upstream] = doc["upstreams"].values()
     connect = parse_duration(upstream["timeouts"]["connect"])
     read = parse_duration(upstream["timeouts"]["read"])
-    return read, parse_duration(doc["redis"]["timeout"]) + connect + read
+    longest = parse_duration(doc["redis"]["timeout"]) + connect + read
+    bounds = {}
+    for route in doc["routes"]:
+        cached = any("cache" in policy for policy in route.get("policies", []))
+        bounds[route["name"]] = longest + (connect + read if cached else 0.0)
+    return read, bounds

@@ -28,6 +28,8 @@ class Run:
     """The queue route's figures: accepted, delivered, duplicates, lost."""
     limits: Sequence[LocalLimit] = ()
     gateways: int = 1
+    hang: dict[str, float] | None = None
+    """Per route, seconds without an answer after which a request is hung."""
 
     @property
     def bound(self) -> float:
@@ -105,7 +107,8 @@ def render(run: Run) -> str:
         f"{len(ROUTES)} routes, spread over {run.gateways} `gateway run` with "
         f"{args['workers']} workers each (one Redis), faults `{args['faults']}`; the first "
         f"gateway's `/-/ready` polled every {args['ready_every']:g} s (0: never); a request "
-        f"without an answer {args['hang']:g} s after it was due is hung.",
+        f"without an answer {_bounds(run.hang or {})} after it was due is hung (the route's "
+        "timeouts + 1 s).",
         "",
         "## Answers by route (status, or why there was none)",
         "",
@@ -189,6 +192,15 @@ def render(run: Run) -> str:
         "Verdict: " + ("PASS" if not any(zeros.values()) else "FAIL"),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _bounds(hang: dict[str, float]) -> str:
+    common = Counter(hang.values()).most_common(1)
+    if not common:
+        return "10 s"
+    usual = common[0][0]
+    others = ", ".join(f"{route} {bound:g} s" for route, bound in hang.items() if bound != usual)
+    return f"{usual:g} s" + (f" ({others})" if others else "")
 
 
 def _over_admission(run: Run) -> list[str]:

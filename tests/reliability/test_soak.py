@@ -13,14 +13,17 @@ on made-up outcomes, without processes.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from loadtest.soakjudge import LocalLimit, active, over_admission, undocumented
 from loadtest.soakload import Fault, Outcome
+from loadtest.soakprocs import timeouts
 from loadtest.soakreport import Run, must_be_zero, verdict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +96,16 @@ def test_over_admission_is_what_was_admitted_while_redis_was_down_against_the_li
     run.limits = [LocalLimit("local", "sliding_window", 16, window=10.0)]  # 24 / 16 = 1.5
     assert must_be_zero(run)["local limits over the over-admission bound in an outage"] == 1
     assert not verdict(run)["ok"]
+
+
+def test_a_request_hangs_past_its_routes_timeouts_plus_one_second() -> None:
+    text = (ROOT / "loadtest" / "soak.yaml").read_text()
+    doc = yaml.safe_load(re.sub(r"\$\{[^}]*\}", "1", text))  # ports and URLs do not matter
+    read, bounds = timeouts(doc)
+    assert read == 2.0  # the short schedule's 5 s stall outlasts it: 504 is the answer
+    assert bounds["passthrough"] == 0.25 + 1.0 + 2.0  # redis.timeout + connect + read
+    # A collapsed cache miss waits for the leader's upstream request, then may make its own.
+    assert bounds["cached"] == 0.25 + 2 * (1.0 + 2.0)
 
 
 @pytest.mark.soak
