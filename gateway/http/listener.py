@@ -73,7 +73,7 @@ class Listener:
         return ClientConnection(self)
 
     async def serve(self, sock: socket.socket) -> None:
-        """Accept connections on a bound, listening socket."""
+        """Accept connections on a bound socket (listening from here on if it was not)."""
         loop = asyncio.get_running_loop()
         if self.tls is None:
             self._server = await loop.create_server(self, sock=sock, backlog=1024)
