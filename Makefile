@@ -84,8 +84,9 @@ instructions: install redis-server
 	@command -v valgrind >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq valgrind >/dev/null
 	$(BIN)/python -m loadtest.instructions $(INSTRUCTIONS_ARGS)
 
-# Fault soak (issue 7): load while Redis is killed twice and the upstream stalls once,
-# e.g. `make soak SOAK_ARGS="--faults short --rate 50"`. Exit 1 when a must-be-zero is not.
+# Fault soak (issues 7, 20): load on two gateways while Redis is killed twice, one gateway is
+# killed and the upstream stalls once, e.g. `make soak SOAK_ARGS="--faults short --rate 50"`.
+# Exit 1 when a must-be-zero is not (loadtest/README.md).
 soak: install redis-server
 	$(BIN)/python -m loadtest.soak $(SOAK_ARGS)
 

@@ -12,8 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.config.certs import CertProblem
-from gateway.config.models import GatewayConfig, TLSConfig, UpstreamConfig
+from gateway.config.models import GatewayConfig
 from gateway.config.routes import covers, route_warnings
 from gateway.config.source import (
     Loc,
@@ -23,11 +22,10 @@ from gateway.config.source import (
     parse_yaml,
     substitute_env,
 )
+from gateway.config.tls_files import tls_file_problems
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.http import tls
 from gateway.policy import Policy
 from gateway.registry import Registry
-from gateway.upstream.tls import client_context
 
 
 @dataclass(frozen=True)
@@ -128,7 +126,8 @@ def check_config(
         checker.pydantic(exc, (), shape)
     named, chains = checker.policies(data)
     checker.references(data, model)
-    checker.tls_files(data, os.path.dirname(file))
+    for problem in tls_file_problems(data, os.path.dirname(file)):
+        checker.add(problem.loc, problem.message)
     problems += checker.problems
     if problems or model is None:
         raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
@@ -341,24 +340,6 @@ class _Checker:
             elif model.redirect_http in (model.listen, model.admin.listen):
                 self.add(("redirect_http",), "must be an address of its own")
 
-    def tls_files(self, data: dict[str, Any], base: str) -> None:
-        """TLS files exist, keys match certificates, CA files hold CAs (start, check, reload);
-        each section whose own shape is valid, so that all problems are told in one pass."""
-        found: list[CertProblem] = []
-        section = _valid(TLSConfig, data.get("tls"))
-        if section is not None:
-            found += tls.problems(section, base)
-        upstreams = data.get("upstreams")
-        for name, raw in (upstreams if isinstance(upstreams, dict) else {}).items():
-            upstream = _valid(UpstreamConfig, raw)
-            if upstream is not None and any(t.startswith("https:") for t in upstream.targets):
-                try:
-                    client_context(upstream.tls, base, ("upstreams", name, "tls"))
-                except CertProblem as exc:
-                    found.append(exc)
-        for problem in found:
-            self.add(problem.loc, problem.message)
-
 
 @dataclass(frozen=True)
 class _Step:
@@ -371,22 +352,6 @@ class _Step:
     def describe(self) -> str:
         name = self.spec.name if self.spec is not None else None
         return f"{self.kind} {name!r}" if name else str(self.kind)
-
-
-_M = typing.TypeVar("_M", bound=BaseModel)
-
-
-def _valid(model: type[_M], raw: Any) -> _M | None:
-    """`raw` validated, less its invalid keys (reported by the whole config's validation)."""
-    for _ in range(2):
-        if not isinstance(raw, dict):
-            return None
-        try:
-            return model.model_validate(raw)
-        except ValidationError as exc:
-            bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
-            raw = {key: value for key, value in raw.items() if key not in bad}
-    return None
 
 
 def _kind(decl: Any) -> str | None:

@@ -64,8 +64,11 @@ class Listener:
         return ClientConnection(self)
 
     async def serve(self, sock: socket.socket) -> None:
-        """Accept connections on a bound, listening socket."""
+        """Accept connections on a bound socket (listening from here on if it was not)."""
         loop = asyncio.get_running_loop()
+        # The supervisor hands workers a socket bound but not listening, so the kernel gives
+        # a starting worker no connection (`gateway.process.server.worker_socket`).
+        sock.listen(1024)
         # A TLS handshake is bounded like a head; one that fails (plain HTTP, garbage, a
         # client certificate refused) closes the connection, logged at debug level only.
         self._acceptor = Acceptor(

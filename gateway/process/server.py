@@ -31,6 +31,14 @@ def listening_socket(listen: str, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def worker_socket(listen: str) -> socket.socket:
+    """A worker's public socket (SO_REUSEPORT), bound but not listening: the worker's server
+    listens once it serves. Until then the kernel gives it no connection (they go to the workers
+    that serve, or are refused while none does) rather than queueing them, unanswered, for as
+    long as the worker takes to start (seconds on a busy machine)."""
+    return _bound_socket(listen, reuse_port=True)
+
+
 def _bound_socket(listen: str, *, reuse_port: bool) -> socket.socket:
     host, port = split_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -64,7 +72,8 @@ def claim_public_port(listen: str) -> socket.socket | None:
        fails whenever anything listens there (an older gateway without the lock, another program,
        or a wildcard listener on the same port);
     3. then binds each worker's SO_REUSEPORT socket itself and hands it over (`listen_fd`), so
-       every socket of the group comes from this one supervisor, however often workers restart.
+       every socket of the group comes from this one supervisor, however often workers restart
+       (`worker_socket`: the worker listens on it once it serves).
     Returns the lock (None where abstract sockets do not exist); raises `StartError`."""
     host, port = split_listen(listen)
     lock: socket.socket | None = None

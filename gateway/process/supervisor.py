@@ -27,7 +27,13 @@ from gateway.admin.endpoints import admin_app
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.process.fds import raise_open_files_limit
-from gateway.process.server import StartError, claim_public_port, listening_socket, start_app
+from gateway.process.server import (
+    StartError,
+    claim_public_port,
+    listening_socket,
+    start_app,
+    worker_socket,
+)
 from gateway.process.workers import SupervisorControl, WorkerHandle
 from gateway.registry import Registry
 
@@ -162,7 +168,7 @@ class Supervisor:
         """Start `worker` on a public socket bound here, from the address in force (see
         `claim_public_port`); raises `StartError` when it does not get ready."""
         try:
-            sock = listening_socket(self.running.listen, reuse_port=True)
+            sock = worker_socket(self.running.listen)
         except OSError as exc:
             raise StartError(f"cannot serve {self.running.listen}: {exc.strerror}") from None
         read_fd, write_fd = os.pipe()

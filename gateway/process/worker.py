@@ -62,7 +62,7 @@ class WorkerProcess:
         metrics.start()
         if listen_fd is None:
             sock = listening_socket(model.listen, reuse_port=True)
-        else:  # bound by the supervisor (see gateway.process.server.claim_public_port)
+        else:  # bound by the supervisor (claim_public_port); listening from serve() on
             sock = socket.socket(fileno=listen_fd)
             sock.setblocking(False)
         await serve(server, sock)

@@ -8,6 +8,7 @@ defaults, cgroupfs) through a CONTAINERS_CONF of its own; the build machine's pi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -16,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 BASE = "localhost/gateway-base"
+REDIS = "localhost/gateway-redis"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gateway-image"
 TOOLS = ("podman", "runc", "mmdebstrap")
 
@@ -31,7 +33,10 @@ def missing_tools() -> list[str]:
 
 def environment(folder: Path) -> dict[str, str]:
     conf = folder / "containers.conf"
-    conf.write_text('[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n')
+    # runc named here too, for the podman that podman-compose runs (no --runtime of ours there).
+    conf.write_text(
+        '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\n'
+    )
     return dict(os.environ, CONTAINERS_CONF=str(conf))
 
 
@@ -41,6 +46,25 @@ def run(command: list[str], *, env: dict[str, str] | None = None, timeout: float
         output = (result.stderr or result.stdout)[-4000:]
         raise RuntimeError(f"{' '.join(command[:4])} ...: exit {result.returncode}\n{output}")
     return result.stdout
+
+
+async def run_async(
+    command: list[str], *, env: dict[str, str], timeout: float = 60
+) -> tuple[int, str]:
+    """`command`'s exit code and output, without blocking the event loop."""
+    # Output goes to a file, not a pipe: conmon, left running by `run --detach`, would
+    # inherit the pipe and keep it open.
+    with tempfile.TemporaryFile() as out:
+        process = await asyncio.create_subprocess_exec(*command, env=env, stdout=out, stderr=out)
+        try:
+            async with asyncio.timeout(timeout):
+                code = await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise
+        out.seek(0)
+        return code, out.read().decode(errors="replace")
 
 
 def podman(*args: str, env: dict[str, str], timeout: float = 120) -> str:
@@ -77,25 +101,35 @@ def why_base_cannot_run(env: dict[str, str]) -> str | None:
 
 def base_image(env: dict[str, str]) -> None:
     """The Debian base with python3, made once and cached as a tarball."""
-    exists = subprocess.run(["podman", "image", "exists", BASE], env=env, capture_output=True)
+    local_image(BASE, "base", ["python3", "python3-venv", "ca-certificates"], env)
+
+
+def redis_image(env: dict[str, str]) -> None:
+    """A Debian image with redis-server, for the compose test (no registry to pull redis from)."""
+    local_image(REDIS, "redis", ["redis-server"], env)
+
+
+def local_image(name: str, label: str, packages: list[str], env: dict[str, str]) -> None:
+    """Image `name` made by mmdebstrap from Debian `packages`; the tarball is cached."""
+    exists = subprocess.run(["podman", "image", "exists", name], env=env, capture_output=True)
     if exists.returncode == 0:
         return
-    tarball = CACHE / "base-bookworm.tar"
+    tarball = CACHE / f"{label}-bookworm.tar"
     if not tarball.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        partial = CACHE / "base-bookworm.partial.tar"
+        partial = CACHE / f"{label}-bookworm.partial.tar"
         run(
             [
                 "mmdebstrap",
                 "--variant=minbase",
-                "--include=python3,python3-venv,ca-certificates",
+                f"--include={','.join(packages)}",
                 "bookworm",
                 str(partial),
             ],
             timeout=900,
         )
         partial.rename(tarball)
-    podman("import", str(tarball), BASE, env=env, timeout=300)
+    podman("import", str(tarball), name, env=env, timeout=300)
 
 
 def pip_settings(folder: Path) -> Path:
@@ -140,3 +174,28 @@ def build(root: Path, tag: str, env: dict[str, str]) -> None:
             env=env,
             timeout=900,
         )
+
+
+_prepared: dict[Path, dict[str, str] | str] = {}
+
+
+def prepare(root: Path, folder: Path) -> dict[str, str]:
+    """The podman environment with the checkout's image built, once per test run however many
+    tests use it; raise `Unavailable` (the test skips) where containers cannot run here."""
+    if root not in _prepared:
+        env = environment(folder)
+        reason = why_containers_cannot_run(env)
+        if reason is None:
+            base_image(env)
+            reason = why_base_cannot_run(env)
+        if reason is None:
+            build(root, image_tag(root), env)
+        _prepared[root] = env if reason is None else reason
+    prepared = _prepared[root]
+    if isinstance(prepared, str):
+        raise Unavailable(prepared)
+    return prepared
+
+
+class Unavailable(Exception):
+    """Containers cannot be built or run on this machine; the message says why."""

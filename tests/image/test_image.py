@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,14 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.image.podman import (
-    base_image,
-    build,
-    environment,
-    image_tag,
-    why_base_cannot_run,
-    why_containers_cannot_run,
-)
+from tests.image.podman import image_tag, run_async
 from tests.support.polling import eventually
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
@@ -38,30 +30,8 @@ IMAGE = image_tag(ROOT)
 pytestmark = pytest.mark.image
 
 
-@pytest.fixture(scope="session")
-def podman_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    env = environment(tmp_path_factory.mktemp("podman"))
-    reason = why_containers_cannot_run(env)
-    if reason is None:
-        base_image(env)
-        reason = why_base_cannot_run(env)
-    if reason is not None:
-        pytest.skip(f"container image not tested: {reason}")
-    build(ROOT, IMAGE, env)
-    return env
-
-
 async def podman(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str]:
-    # Output goes to a file, not a pipe: conmon, left running by `run --detach`, would
-    # inherit the pipe and keep it open.
-    with tempfile.TemporaryFile() as out:
-        process = await asyncio.create_subprocess_exec(
-            "podman", "--runtime", "runc", *args, env=env, stdout=out, stderr=out
-        )
-        async with asyncio.timeout(timeout):
-            code = await process.wait()
-        out.seek(0)
-        return code, out.read().decode(errors="replace")
+    return await run_async(["podman", "--runtime", "runc", *args], env=env, timeout=timeout)
 
 
 class Container:
