@@ -105,8 +105,16 @@ class Runtime:
                 if route_config.max_request_body is not None
                 else model.max_request_body
             )
+            buffer_body = (
+                route_config.buffer_request_body
+                if route_config.buffer_request_body is not None
+                else model.buffer_request_body
+            )
             terminal: Handler = Proxy(
-                upstream, max_body=max_body, body_timeout=model.client.body_timeout
+                upstream,
+                max_body=max_body,
+                body_timeout=model.client.body_timeout,
+                buffer_body=buffer_body,
             )
             if route_config.websocket:
                 terminal = WebSocketProxy(terminal, upstream)

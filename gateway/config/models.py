@@ -303,6 +303,9 @@ class RouteConfig(Model):
     max_request_body: Size | None = Field(
         None, description="Overrides the global `max_request_body` for this route."
     )
+    buffer_request_body: Size | None = Field(
+        None, ge=0, description="Overrides the global `buffer_request_body` for this route."
+    )
     policies: list[PolicyEntry] = Field(
         default_factory=list,
         description="The chain, outermost first: names of `policies` entries or `TYPE: {options}`.",
@@ -330,6 +333,15 @@ class ClientLimits(Model):
             "past it the connection closes and the upstream is released. Default 30s."
         ),
     )
+    request_timeout: Duration = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Longest time from a request's first byte to the last byte of its body; past it "
+            "the client gets 408, any upstream request is aborted, and the access line says "
+            "`aborted: request_timeout`. Default 60s."
+        ),
+    )
 
 
 class GatewayConfig(Model):
@@ -352,6 +364,15 @@ class GatewayConfig(Model):
         description="Peers whose `X-Forwarded-For` is believed; default none.",
     )
     max_request_body: Size = Field(10 * 1024 * 1024, description="Larger request bodies get 413.")
+    buffer_request_body: Size = Field(
+        1024 * 1024,
+        ge=0,
+        description=(
+            "A request body up to this size is read whole before the upstream is contacted "
+            "(sent with Content-Length), so a slow client holds no upstream connection; a "
+            "larger one streams. 0 turns buffering off. Default 1MiB."
+        ),
+    )
     shutdown_timeout: Duration = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )

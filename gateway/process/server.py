@@ -107,7 +107,7 @@ def claim_public_port(listen: str) -> socket.socket | None:
 def public_server(gateway: Gateway, model: GatewayConfig) -> Listener:
     """The public listener: the gateway's own HTTP/1.1 server (see `gateway.http.listener`),
     over TLS when the config has a `tls` section."""
-    return Listener(gateway.handle, model.client, gateway.tls)
+    return Listener(gateway.handle, model.client, gateway.tls, gateway.metrics.accept_refused)
 
 
 def redirect_server(model: GatewayConfig) -> Listener | None:

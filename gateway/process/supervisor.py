@@ -26,6 +26,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from gateway.admin.endpoints import admin_app
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError, ConfigProblem
+from gateway.process.fds import raise_open_files_limit
 from gateway.process.server import (
     StartError,
     claim_public_port,
@@ -96,6 +97,7 @@ class Supervisor:
         model = self.running
         admin: web.AppRunner | None = None
         monitors: list[asyncio.Future[None]] = []
+        raise_open_files_limit()  # before the workers, which inherit it
         try:
             admin = await self._start()
             monitors = [asyncio.ensure_future(self._monitor(worker)) for worker in self.workers]

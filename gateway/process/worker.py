@@ -56,10 +56,10 @@ class WorkerProcess:
         store = open_store(model.redis, metrics.store_call, metrics.store_breaker_changed)
         runtime = Runtime(self.loaded, store, metrics)
         gateway = Gateway(runtime, AccessLog(text=self.text_log))
-        control = LocalControl(gateway, self.registry)
+        server = public_server(gateway, model)
+        control = LocalControl(gateway, self.registry, server)
         await runtime.start()
         metrics.start()
-        server = public_server(gateway, model)
         if listen_fd is None:
             sock = listening_socket(model.listen, reuse_port=True)
         else:  # bound by the supervisor (claim_public_port); listening from serve() on
