@@ -6,10 +6,11 @@ contract (`pyproject.toml`) keeps `policies/` on this module. See docs/policies/
 
 from __future__ import annotations
 
+from gateway.adminclient import AdminCallFailed, local_admin_url, post_admin
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.config.models import split_listen
 from gateway.config.units import Duration, Rate, Size, parse_duration
-from gateway.errors import ConfigError, HTTPError, StoreUnavailable, UpstreamError
+from gateway.errors import ConfigError, HTTPError, SlotMoving, StoreUnavailable, UpstreamError
 from gateway.http.headers import HOP_BY_HOP
 from gateway.http.messages import Body, Handler, Request, Response, RouteInfo
 from gateway.http.paths import BadPath, normalise
@@ -26,11 +27,13 @@ from gateway.policy import (
 from gateway.registry import Registry
 from gateway.store import Keyspace, Script, Store, Subscription, Value
 from gateway.store.factory import open_store
+from gateway.store.memory import MemoryStore
 
 __all__ = [
     "ANONYMOUS",
     "HOP_BY_HOP",
     "AdminCall",
+    "AdminCallFailed",
     "AdminEndpoint",
     "Background",
     "BadPath",
@@ -43,6 +46,7 @@ __all__ = [
     "Key",
     "Keyspace",
     "LoadedConfig",
+    "MemoryStore",
     "Options",
     "Policy",
     "PolicyContext",
@@ -53,6 +57,7 @@ __all__ = [
     "RouteInfo",
     "Script",
     "Size",
+    "SlotMoving",
     "Store",
     "StoreUnavailable",
     "Subscription",
@@ -60,8 +65,10 @@ __all__ = [
     "Value",
     "digest",
     "load_config",
+    "local_admin_url",
     "normalise",
     "open_store",
     "parse_duration",
+    "post_admin",
     "split_listen",
 ]

@@ -24,6 +24,7 @@ from gateway.http.incoming import Incoming
 from gateway.http.messages import Request, Response
 from gateway.http.paths import BadPath, normalise, split_target
 from gateway.http.respond import complete, stream
+from gateway.http.tls import ServerTLS
 from gateway.routing import NotAllowed, Route
 from gateway.runtime import Runtime
 from gateway.telemetry.logs import AccessLog
@@ -39,10 +40,15 @@ class Gateway:
         self.access_log = access_log if runtime.loaded.model.access_log else None
         self.metrics = runtime.metrics
         self.request_id = RequestIds()
+        self.tls = ServerTLS(runtime.server_tls) if runtime.server_tls is not None else None
+        """The public listener's TLS context: the runtime's certificates, swapped with it."""
 
     def swap(self, runtime: Runtime) -> Runtime:
-        """Serve `runtime` from the next request on; returns the one it replaces."""
+        """Serve `runtime` from the next request (and TLS connection) on; returns the one it
+        replaces."""
         old, self.runtime = self.runtime, runtime
+        if self.tls is not None and runtime.server_tls is not None:
+            self.tls.use(runtime.server_tls)
         self.access_log = self.access_log if runtime.loaded.model.access_log else None
         return old
 
@@ -75,7 +81,8 @@ class Gateway:
                 raise PayloadTooLarge()
             headers = incoming.headers
             headers["X-Request-ID"] = rid
-            client_ip = runtime.forwarding.apply(headers, incoming, "http", host)
+            scheme = incoming.conn.scheme
+            client_ip = runtime.forwarding.apply(headers, incoming, scheme, host)
             request = Request(
                 method=incoming.method,
                 path=route.rewrite(path),
@@ -83,7 +90,7 @@ class Gateway:
                 headers=headers,
                 client_ip=client_ip,
                 host=host,
-                scheme="http",
+                scheme=scheme,
                 request_id=rid,
                 route=route,
                 body=body,

@@ -36,6 +36,11 @@ class StoreUnavailable(GatewayError):
     """The store did not answer in time, or refused; each policy documents its answer."""
 
 
+class SlotMoving(StoreUnavailable):
+    """A Cluster slot stayed half moved (TRYAGAIN) for a call on several keys, some of them not
+    yet on the new master; the same call on keys that all exist (often one) may be served."""
+
+
 class HTTPError(GatewayError):
     """An answer the gateway gives itself: `{"error": code, "request_id": ...}` plus extra fields.
 
@@ -103,6 +108,14 @@ class UpstreamError(HTTPError):
 
     status = 502
     code = "bad_gateway"
+
+
+class UpstreamTLSError(UpstreamError):
+    """The upstream's certificate did not verify, or its TLS handshake failed: nothing was
+    forwarded."""
+
+    status = 502
+    code = "upstream_tls"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -55,17 +55,25 @@ def _context(namespace: str, field: str) -> Part:
     return read
 
 
+def _tls_subject(request: Request) -> str | None:
+    incoming = request.incoming
+    return None if incoming is None else incoming.conn.tls_subject
+
+
 def _part(spec: str) -> Part:
     if spec == "client_ip":
         return lambda request: request.client_ip
     if spec == "route":
         return lambda request: ""
+    if spec == "tls.subject":
+        # From the TLS handshake only (mTLS): never from a header or an earlier policy.
+        return _tls_subject
     kind, sep, name = spec.partition(".")
     if not sep or not name:
         raise PydanticCustomError(
             "key",
-            f"invalid key {spec!r} (use client_ip, route, header.NAME, query.NAME "
-            "or session.FIELD)",
+            f"invalid key {spec!r} (use client_ip, route, header.NAME, query.NAME, "
+            "session.FIELD or tls.subject)",
         )
     if kind == "header":
         return _header(name)
@@ -127,7 +135,8 @@ Key = Annotated[
                 {"type": "string"},
                 {"type": "array", "items": {"type": "string"}, "minItems": 1},
             ],
-            "description": "client_ip, route, header.NAME, query.NAME, session.FIELD, or a list",
+            "description": "client_ip, route, header.NAME, query.NAME, session.FIELD, "
+            "tls.subject, or a list",
         }
     ),
 ]

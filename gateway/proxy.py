@@ -11,7 +11,6 @@ from gateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
     UpstreamError,
-    UpstreamOverloaded,
     UpstreamTimeout,
 )
 from gateway.http.headers import end_to_end, message_head
@@ -31,30 +30,52 @@ _CHUNK_END = b"0\r\n\r\n"
 class Proxy:
     """Forwards to `upstream`; one instance per route, built with the route's chain."""
 
-    def __init__(self, upstream: Upstream, *, max_body: int, body_timeout: float) -> None:
+    def __init__(
+        self, upstream: Upstream, *, max_body: int, body_timeout: float, buffer_body: int = 0
+    ) -> None:
         self.upstream = upstream
         self.max_body = max_body
         self.body_timeout = body_timeout
+        self.buffer_body = buffer_body
         self.connect_timeout = upstream.config.timeouts.connect
         self.read_timeout = upstream.config.timeouts.read
         self.pass_host = upstream.config.pass_host
 
     async def __call__(self, request: Request) -> Response:
+        body = request.body
+        if self.buffer_body and body is not None and not isinstance(body, bytes):
+            # Before any upstream connection is taken: a slow client holds none meanwhile.
+            whole = await self._buffer(body, request.route.max_request_body)
+            if whole is not None:
+                request.body = whole
         last: UpstreamError | None = None
         for target in self.upstream.candidates():
             try:
                 conn = await target.acquire(self.connect_timeout)
-            except UpstreamOverloaded as exc:
-                last = exc  # another target may have room
-                continue
             except TimeoutError:
                 last = UpstreamTimeout()
+                continue
+            except UpstreamError as exc:  # overloaded, or TLS that failed: try the next target
+                last = exc
                 continue
             except OSError:
                 last = UpstreamError()
                 continue
             return await self._exchange(request, target, conn)
         raise last or UpstreamError()
+
+    async def _buffer(self, body: RequestBody, max_body: int) -> bytes | None:
+        """The whole body when it ends within `buffer_request_body`, else None (it streams)."""
+        limit = min(self.buffer_body, max_body)
+        try:
+            whole = await body.buffer(limit, self.body_timeout)
+        except TimeoutError:
+            raise RequestTimeout() from None
+        except ConnectionError:
+            raise ClientGone() from None
+        if whole is None and limit == max_body:
+            raise PayloadTooLarge()  # a chunked body past max_request_body
+        return whole
 
     async def _exchange(
         self, request: Request, target: Target, conn: UpstreamConnection

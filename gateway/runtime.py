@@ -7,14 +7,18 @@ keeps the runtime it started with) and stops the old one.
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway.chain import compose
+from gateway.config.certs import CertProblem
 from gateway.config.loader import LoadedConfig, PolicySpec
 from gateway.errors import ConfigError
 from gateway.http.headers import Forwarding
 from gateway.http.messages import Handler
+from gateway.http.tls import server_context
 from gateway.http.websocket import WebSocketProxy
 from gateway.policy import Background, Downstream, Policy, PolicyContext
 from gateway.proxy import Proxy
@@ -57,7 +61,17 @@ class Runtime:
         self.metrics = metrics
         self.background = Background()
         self.forwarding = Forwarding(model.trusted_proxies)
-        self.upstreams = {name: Upstream(name, cfg) for name, cfg in model.upstreams.items()}
+        base = os.path.dirname(loaded.file)
+        try:
+            # Certificates are read afresh for every config generation (every reload).
+            self.server_tls: ssl.SSLContext | None = (
+                server_context(model.tls, base) if model.tls is not None else None
+            )
+            self.upstreams = {
+                name: Upstream(name, cfg, base) for name, cfg in model.upstreams.items()
+            }
+        except CertProblem as exc:
+            raise loaded.problem(exc.loc, exc.message) from None
         self.policies: list[Policy] = []
         self._downstream: dict[Policy, dict[str, Downstream]] = {}
         named: dict[str, Policy] = {}
@@ -92,8 +106,16 @@ class Runtime:
                 if route_config.max_request_body is not None
                 else model.max_request_body
             )
+            buffer_body = (
+                route_config.buffer_request_body
+                if route_config.buffer_request_body is not None
+                else model.buffer_request_body
+            )
             terminal: Handler = Proxy(
-                upstream, max_body=max_body, body_timeout=model.client.body_timeout
+                upstream,
+                max_body=max_body,
+                body_timeout=model.client.body_timeout,
+                buffer_body=buffer_body,
             )
             if route_config.websocket:
                 terminal = WebSocketProxy(terminal, upstream)

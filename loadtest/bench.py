@@ -1,7 +1,7 @@
 """`make bench`: the gateway side by side with the upstream, NGINX and a plain aiohttp proxy.
 
     .venv/bin/python -m loadtest.bench [--duration 10] [--connections 50] [--rounds 3]
-        [--rows direct,nginx,aiohttp,passthrough,rate_limit,session,cache,all] [--workers 1]
+        [--rows direct,nginx,aiohttp,passthrough,tls,rate_limit,session,cache,all] [--workers 1]
         [--sweep 50,500,2000]
 
 One load generator (wrk when installed, else loadtest/loadgen.py), interleaved rounds (every
@@ -10,6 +10,9 @@ all rounds of one), medians of the rounds. Then the latency at a fixed rate (100
 open loop) and what the gateway adds over calling the upstream directly. Absolute numbers
 depend on the machine and its neighbours; the ratios are what carries. Writes the table to
 docs/benchmarks.md and the raw samples to loadtest/reports/bench-<timestamp>/.
+
+The TLS row is the passthrough route of a second gateway whose listener has a certificate
+made by trustme at run time (never written outside the run's scratch folder).
 
 Then the concurrency sweep (loadtest/sweep.py): the passthrough row and NGINX at each
 `--sweep` level. The soft open-files limit is raised to the hard one first: 2,000 clients,
@@ -23,6 +26,7 @@ import functools
 import math
 import os
 import resource
+import ssl
 import sys
 import time
 import urllib.request
@@ -34,7 +38,7 @@ if __package__ in (None, ""):  # run as a script: make `loadtest.*` importable
 
 from gateway.errors import ConfigError
 from loadtest.benchtable import Row, make_rows, report
-from loadtest.common import create_sessions, render_config, write_report
+from loadtest.common import Rendered, create_sessions, render_config, write_report
 from loadtest.measure import (
     Sample,
     at_rate,
@@ -109,12 +113,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def check(row: Row, url: str) -> str:
+def check(row: Row, url: str, context: ssl.SSLContext | None = None) -> str:
     """'' when one request to the row answers 200 with the expected headers, else why not;
     a row that answers wrong (a 401, a MISS) must not be timed as if it were right."""
     request = urllib.request.Request(url, headers=row.headers)
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
             response.read()
             status, headers = response.status, response.headers
     except OSError as exc:
@@ -135,6 +139,8 @@ class Server:
     url: str
     pids: list[int] = field(default_factory=list)
     admin: str = ""
+    context: ssl.SSLContext | None = None
+    """For an https server: a client context that trusts its certificate."""
 
 
 def start_servers(
@@ -170,7 +176,7 @@ def start_servers(
         for proxy in proxies:
             wait_until(proxy, lambda: http_ok(f"http://127.0.0.1:{port}/fast"), "serving")
         servers["aiohttp"] = Server(f"http://127.0.0.1:{port}", [p.process.pid for p in proxies])
-    if "gateway" in needed:
+    if needed & {"gateway", "gateway_tls"}:
         port, admin_port = free_port(), free_port()
         env = dict(
             os.environ,
@@ -185,23 +191,60 @@ def start_servers(
         for row in rows:
             if row.route in rendered.dropped:
                 row.skipped = rendered.dropped[row.route]
-        rendered.write(logs / "gateway.yaml")
-        gateway = start_gateway(
-            children,
-            logs / "gateway.yaml",
-            workers=args.workers,
-            env=env,
-            admin_port=admin_port,
-            log=logs / "gateway.log",
-        )
-        servers["gateway"] = Server(
-            f"http://127.0.0.1:{port}", [gateway.process.pid], f"http://127.0.0.1:{admin_port}"
-        )
-        token = create_sessions(redis_url, 1)[0]["id"]
-        for row in rows:
-            if row.key in ("session", "all"):
-                row.headers["Authorization"] = f"Bearer {token}"
+        if "gateway" in needed:
+            rendered.write(logs / "gateway.yaml")
+            gateway = start_gateway(
+                children,
+                logs / "gateway.yaml",
+                workers=args.workers,
+                env=env,
+                admin_port=admin_port,
+                log=logs / "gateway.log",
+            )
+            servers["gateway"] = Server(
+                f"http://127.0.0.1:{port}",
+                [gateway.process.pid],
+                f"http://127.0.0.1:{admin_port}",
+            )
+            token = create_sessions(redis_url, 1)[0]["id"]
+            for row in rows:
+                if row.key in ("session", "all"):
+                    row.headers["Authorization"] = f"Bearer {token}"
+        if "gateway_tls" in needed:
+            try:
+                servers["gateway_tls"] = start_tls_gateway(args, rendered, children, logs, tmp)
+            except ImportError:
+                skip(rows, "gateway_tls", "trustme is not installed (make install)")
     return servers
+
+
+def start_tls_gateway(
+    args: argparse.Namespace, rendered: Rendered, children: Children, logs: Path, tmp: Path
+) -> Server:
+    """The same gateway config with a `tls` section, on ports of its own: a certificate for
+    127.0.0.1 made by trustme now, in the scratch folder; raise ImportError without trustme."""
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    leaf.private_key_pem.write_to_path(str(tmp / "tls.key"))
+    (tmp / "tls.pem").write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    port, admin_port = free_port(), free_port()
+    doc = dict(rendered.doc, listen=f"127.0.0.1:{port}")
+    doc["admin"] = dict(doc.get("admin") or {}, listen=f"127.0.0.1:{admin_port}")
+    doc["tls"] = {"cert": str(tmp / "tls.pem"), "key": str(tmp / "tls.key")}
+    Rendered(doc).write(logs / "gateway-tls.yaml")
+    gateway = start_gateway(
+        children,
+        logs / "gateway-tls.yaml",
+        workers=args.workers,
+        env=dict(os.environ),
+        admin_port=admin_port,
+        log=logs / "gateway-tls.log",
+    )
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return Server(f"https://127.0.0.1:{port}", [gateway.process.pid], context=context)
 
 
 def skip(rows: list[Row], server: str, why: str) -> None:
@@ -229,6 +272,7 @@ def timed(
         connections=connections or args.connections,
         threads=args.threads,
         use_wrk=args.generator == "wrk",
+        context=server.context,
     )
     used = cpu_seconds(pids) - before
     return replace(sample, cpu_us=used / sample.requests * 1e6 if sample.requests else math.nan)
@@ -238,16 +282,19 @@ def run_rounds(args: argparse.Namespace, rows: list[Row], servers: dict[str, Ser
     """Warm every row, then the interleaved rounds: full speed, then the fixed rate."""
     for row in rows:
         if not row.skipped:
-            url = servers[row.server].url + row.path
+            server = servers[row.server]
+            url = server.url + row.path
             for _ in range(3):  # a cache row needs its MISS stored first
-                urllib.request.urlopen(urllib.request.Request(url, headers=row.headers)).read()
-            row.skipped = check(row, url)
+                request = urllib.request.Request(url, headers=row.headers)
+                urllib.request.urlopen(request, context=server.context).read()
+            row.skipped = check(row, url, server.context)
     live = [row for row in rows if not row.skipped]
     for row in live:
         timed(args, row, servers[row.server], 1.0)
     for n in range(1, args.rounds + 1):
         for row in live:
-            if why := check(row, servers[row.server].url + row.path):
+            server = servers[row.server]
+            if why := check(row, server.url + row.path, server.context):
                 print(f"  warning: {row.title}: {why}", file=sys.stderr)
             sample = timed(args, row, servers[row.server], args.duration)
             row.throughput.append(sample)
@@ -257,8 +304,14 @@ def run_rounds(args: argparse.Namespace, rows: list[Row], servers: dict[str, Ser
                 file=sys.stderr,
             )
         for row in live:
-            url = servers[row.server].url + row.path
-            sample = at_rate(url, row.headers, rate=args.rate, duration=args.latency_duration)
+            server = servers[row.server]
+            sample = at_rate(
+                server.url + row.path,
+                row.headers,
+                rate=args.rate,
+                duration=args.latency_duration,
+                context=server.context,
+            )
             row.latency.append(sample)
             print(
                 f"round {n} {row.title:<22} @{args.rate:g} rps: p50 {sample.p50:6.2f} ms"

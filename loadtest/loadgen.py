@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -95,10 +96,17 @@ class _Connection(asyncio.Protocol):
 class Target:
     """Where to send, and the request bytes, built once."""
 
-    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        https = parts.scheme == "https"
+        self.port = parts.port or (443 if https else 80)
+        self.ssl = (context or ssl.create_default_context()) if https else None
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
@@ -106,7 +114,7 @@ class Target:
 
     async def connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(_Connection, self.host, self.port)
+        _, protocol = await loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl)
         return protocol
 
 

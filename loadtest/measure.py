@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import shutil
+import ssl
 import statistics
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -122,8 +123,10 @@ def full_speed(
     connections: int,
     threads: int,
     use_wrk: bool,
+    context: ssl.SSLContext | None = None,
 ) -> Sample:
-    """Closed loop at full speed: wrk when `use_wrk`, else the asyncio generator."""
+    """Closed loop at full speed: wrk when `use_wrk`, else the asyncio generator (which checks
+    an https server's certificate against `context`; wrk checks none), keep-alive both."""
     if use_wrk:
         argv = ["wrk", f"-t{threads}", f"-c{max(connections, threads)}", f"-d{duration:g}s"]
         argv += ["--latency", "--timeout", "5s"]
@@ -135,13 +138,20 @@ def full_speed(
         if out.returncode != 0:
             raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
         return parse_wrk(out.stdout)
-    target = loadgen.Target(url, headers)
+    target = loadgen.Target(url, headers, context)
     return _sample(loadgen.run(loadgen.closed_loop(target, connections, duration)))
 
 
-def at_rate(url: str, headers: Mapping[str, str], *, rate: float, duration: float) -> Sample:
+def at_rate(
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    rate: float,
+    duration: float,
+    context: ssl.SSLContext | None = None,
+) -> Sample:
     """Open loop at `rate` requests/s (the asyncio generator; wrk has no fixed rate)."""
-    target = loadgen.Target(url, headers)
+    target = loadgen.Target(url, headers, context)
     return _sample(loadgen.run(loadgen.fixed_rate(target, rate, duration)))
 
 

@@ -1,35 +1,48 @@
-"""`make soak`: steady load on a mixed config while Redis is killed and restarted (twice) and
-the upstream stalls (once); every answer is judged and the recovery after each fault timed.
+"""`make soak`: steady load on a mixed config served by two gateways sharing one Redis, while
+Redis is killed and restarted (twice), one gateway is killed and restarted (once) and the
+upstream stalls past its timeout (once); every answer is judged against the state of the system
+at its moment, and the recovery after each fault timed.
 
     .venv/bin/python -m loadtest.soak [--duration 240] [--rate 200] [--workers 2]
-        [--faults full|short] [--ready-every 2] [--hang 10] [--reports DIR]
+        [--faults full|short] [--ready-every 2] [--hang S] [--reports DIR]
 
 Starts a private redis-server (append-only file, so a restart on the same port comes back
-with its data, as a production Redis does), loadtest/upstream.py and `gateway run` with
-loadtest/soak.yaml, writes sessions into Redis, then offers a fixed request rate round robin
-over the six routes (passthrough, rate_limit allow, rate_limit deny, cache, session, queue) while
-the faults happen on schedule: Redis SIGKILLed and restarted on its port, twice; the upstream
-SIGSTOPped and SIGCONTed, once. `/-/ready` is polled as an orchestrator would.
+with its data, as a production Redis does), loadtest/upstream.py and two `gateway run` (separate
+supervisors, public and admin ports) with loadtest/soak.yaml, writes sessions into Redis, then
+offers a fixed request rate round robin over the eight routes (passthrough; rate_limit with
+on_store_error allow, deny, and local with a sliding window and a token bucket; cache;
+session; queue), each round to the next gateway, while the faults happen on schedule:
+
+    full  (240 s): Redis SIGKILLed at 30 s, restarted on its port 20 s later; again at 80 s for
+                   10 s; gateway B's process group (supervisor and workers) SIGKILLed at 120 s,
+                   restarted 10 s later; the upstream SIGSTOPped at 170 s for 15 s
+    short  (55 s): the same at 6 s (5 s), 16 s (4 s), 26 s (3 s), 40 s (5 s)
+
+The upstream stall is longer than its read timeout (checked): the documented answer is 504.
+The first gateway's `/-/ready` is polled as an orchestrator would.
 
 The report (printed, and loadtest/reports/soak-<timestamp>/report.md with report.json and
 the process logs) gives the answers by status per route, each fault's time to recover (the
-first fully healthy second after it ended), and the must-be-zero counts: requests that hung,
-5xx other than the documented ones (502/504 from the upstream, 503 rate_limit_unavailable /
-session_store_unavailable from the store), connection errors, wrong 200s, worker restarts,
-tracebacks in the gateway log, faults never recovered from, requests the queue accepted (202)
-that never reached the upstream (looked for once the load ends, for up to --drain seconds;
-duplicates are counted and reported, they are allowed). Exit 1 when one is not zero, 2 on
-bad arguments, 130 when interrupted.
+first fully healthy second after it ended), the over-admission of each local limit while Redis
+was down (admitted / what `limit` admits across the deployment over that time; bound: 1 + 1/N,
+N the gateway processes), and the must-be-zero counts: requests that hung (no answer within
+the route's timeouts + 1 s: redis.timeout + upstream connect + read; the upstream's twice on
+the cached route, as a collapsed miss first waits for the leader's), answers not documented
+for the state of the system at that moment (loadtest/soakjudge.py: e.g. a connection error
+only from the killed gateway while it is down, a 504 only around the stall), requests the
+queue accepted (202) that never reached the upstream (looked for once the load ends, for up
+to --drain seconds; duplicates are counted and reported, they are allowed), local limits over
+the bound, worker restarts, tracebacks in the gateway logs, faults never recovered from. Exit
+1 when one is not zero, 2 on bad arguments, 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import itertools
-import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -49,34 +62,53 @@ from loadtest.procs import (
     StartupError,
     free_port,
     interrupt_on_signals,
-    redis_ping,
     scratch_dir,
     start_gateway,
     start_upstream,
-    wait_until,
 )
+from loadtest.soakjudge import LocalLimit, local_limits
 from loadtest.soakload import HOT_KEYS, Fault, Load, drive
+from loadtest.soakprocs import (
+    Gateway,
+    http_status,
+    read_json,
+    report_dir,
+    start_redis,
+    timeouts,
+)
 from loadtest.soakreport import Run, render, verdict
 
 HERE = Path(__file__).resolve().parent
 # (what, seconds from the start, seconds it lasts); a run must leave time to recover after.
+# A gateway's restart takes as long as it takes to be ready again: the next fault waits for it.
 SCHEDULES = {
-    "full": [("redis", 30.0, 20.0), ("redis", 90.0, 10.0), ("upstream", 150.0, 15.0)],
-    "short": [("redis", 6.0, 5.0), ("redis", 17.0, 4.0), ("upstream", 28.0, 5.0)],
+    "full": [
+        ("redis", 30.0, 20.0),
+        ("redis", 80.0, 10.0),
+        ("gateway", 120.0, 10.0),
+        ("upstream", 170.0, 15.0),
+    ],
+    "short": [
+        ("redis", 6.0, 5.0),
+        ("redis", 16.0, 4.0),
+        ("gateway", 26.0, 3.0),
+        ("upstream", 40.0, 5.0),
+    ],
 }
-DEFAULT_DURATION = {"full": 240.0, "short": 45.0}
+DEFAULT_DURATION = {"full": 240.0, "short": 55.0}
 TAIL = 8.0  # seconds after the last fault ends, at least
+GATEWAYS = ("a", "b")  # the last one is killed
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(prog="loadtest.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--faults", choices=sorted(SCHEDULES), default="full")
-    p.add_argument("--duration", type=float, help="seconds (full: 240, short: 45)")
+    p.add_argument("--duration", type=float, help="seconds (full: 240, short: 55)")
     p.add_argument("--rate", type=float, default=200.0, help="requests/s over all routes")
     p.add_argument("--workers", type=int, default=2, help="gateway worker processes")
     p.add_argument("--ready-every", type=float, default=2.0, help="poll /-/ready (0: never)")
-    p.add_argument("--hang", type=float, default=10.0, help="no answer after this: hung")
+    p.add_argument("--hang", type=float, help="no answer after this: hung (timeouts + 1 s)")
     p.add_argument("--sessions", type=int, default=50, help="valid sessions to create")
     p.add_argument("--drain", type=float, default=60.0, help="seconds for the queue to deliver")
     p.add_argument("--reports", type=Path, default=HERE / "reports", help="parent directory")
@@ -86,54 +118,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     last_end = max(at + lasting for _, at, lasting in schedule)
     if args.duration < last_end + TAIL:
         p.error(f"--faults {args.faults} needs --duration of at least {last_end + TAIL:g}")
-    if args.rate <= 0 or args.workers < 1 or args.hang <= 0 or args.sessions < 1 or args.drain < 0:
+    if args.hang is not None and args.hang <= 0:
+        p.error("--hang must be positive")
+    if args.rate <= 0 or args.workers < 1 or args.sessions < 1 or args.drain < 0:
         p.error("--rate, --workers, --hang and --sessions must be positive, --drain not negative")
     return args
-
-
-def report_dir(parent: Path) -> Path:
-    """A fresh `soak-<timestamp>` directory under `parent`."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(100):
-        path = parent / (f"soak-{stamp}" if n == 0 else f"soak-{stamp}-{n}")
-        try:
-            path.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        return path
-    raise RuntimeError(f"cannot create a report directory under {parent}")
-
-
-def start_redis(children: Children, port: int, workdir: Path, log: Path) -> Child:
-    """redis-server on `port`, persisting to `workdir` (a restart reloads what it had)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise StartupError("redis-server is not installed (`make test` installs it)")
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
-    argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--logfile", ""]
-    child = children.spawn("redis-server", argv, log=log)
-    wait_until(child, lambda: redis_ping(port), "answering PING", timeout=30)
-    return child
-
-
-def read_json(url: str) -> dict[str, int]:
-    """GET `url` as JSON ({} when nothing answered)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return dict(json.loads(response.read()))
-    except (OSError, ValueError):
-        return {}
-
-
-def http_status(url: str, timeout: float = 5.0) -> int | None:
-    """The status of GET `url`, None when nothing answered."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return None
 
 
 class Soak:
@@ -151,12 +140,13 @@ class Soak:
         self.redis: Child | None = None
         self.upstream: Child | None = None
         self.upstream_port = 0
-        self.admin_port = 0
+        self.gateways: list[Gateway] = []
+        self.limits: list[LocalLimit] = []
         self.ready: list[tuple[float, int | None]] = []
         self.faults: list[Fault] = []
 
     def start(self) -> Load:
-        """Redis, upstream, gateway, sessions, a warmed cache; the load to send."""
+        """Redis, upstream, the gateways, sessions, a warmed cache; the load to send."""
         report, args = self.report, self.args
         self.redis = start_redis(
             self.children, self.redis_port, self.redis_dir, report / "redis.log"
@@ -164,35 +154,52 @@ class Soak:
         redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         upstream_port, self.upstream = start_upstream(self.children, report / "upstream.log")
         self.upstream_port = upstream_port
-        port, self.admin_port = free_port(), free_port()
-        env = dict(
-            os.environ,
-            GW_PORT=str(port),
-            GW_ADMIN_PORT=str(self.admin_port),
-            GW_WORKERS=str(args.workers),
-            REDIS_URL=redis_url,
-            UPSTREAM_PORT=str(upstream_port),
-        )
-        rendered = render_config(HERE / "soak.yaml", env)
-        if rendered.dropped:
-            raise StartupError(f"routes the gateway refuses: {rendered.dropped}")
-        config = report / "gateway.yaml"
-        rendered.write(config)
-        start_gateway(
-            self.children,
-            config,
-            workers=args.workers,
-            env=env,
-            admin_port=self.admin_port,
-            log=report / "gateway.log",
-            access_log=report / "gateway.access.jsonl",
-        )
-        base = f"http://127.0.0.1:{port}"
+        for name in GATEWAYS:
+            port, admin_port = free_port(), free_port()
+            env = dict(
+                os.environ,
+                GW_PORT=str(port),
+                GW_ADMIN_PORT=str(admin_port),
+                GW_WORKERS=str(args.workers),
+                GW_PROCESSES=str(args.workers * len(GATEWAYS)),
+                REDIS_URL=redis_url,
+                UPSTREAM_PORT=str(upstream_port),
+            )
+            rendered = render_config(HERE / "soak.yaml", env)
+            if rendered.dropped:
+                raise StartupError(f"routes the gateway refuses: {rendered.dropped}")
+            config = report / f"gateway-{name}.yaml"
+            rendered.write(config)
+            self.gateways.append(Gateway(name, port, admin_port, env, config))
+        self.limits = local_limits(rendered.doc)
+        read, bounds = timeouts(rendered.doc)
+        stalls = [lasting for kind, _, lasting in SCHEDULES[args.faults] if kind == "upstream"]
+        if any(lasting <= read for lasting in stalls):
+            raise StartupError(f"the upstream stall must outlast its read timeout ({read:g}s)")
+        hang = {route: args.hang or bound + 1.0 for route, bound in bounds.items()}
+        with concurrent.futures.ThreadPoolExecutor(len(self.gateways)) as pool:
+            for gateway, child in zip(
+                self.gateways, pool.map(self._start_gateway, self.gateways), strict=True
+            ):
+                gateway.child = child
         for key in range(HOT_KEYS):  # the first seconds are judged like the rest
-            http_status(f"{base}/cached/cacheable/k{key}")
+            http_status(f"{self.gateways[0].base}/cached/cacheable/k{key}")
         sessions = create_sessions(redis_url, args.sessions)
         time.sleep(1.2)  # appendfsync everysec: the sessions are on disk before any kill
-        return Load(base, args.rate, args.duration, sessions, hang=args.hang)
+        bases = [gateway.base for gateway in self.gateways]
+        quotas = {limit.route: limit.quota for limit in self.limits}
+        return Load(bases, args.rate, args.duration, sessions, hang=hang, quotas=quotas)
+
+    def _start_gateway(self, gateway: Gateway) -> Child:
+        return start_gateway(
+            self.children,
+            gateway.config,
+            workers=self.args.workers,
+            env=gateway.env,
+            admin_port=gateway.admin_port,
+            log=self.report / f"gateway-{gateway.name}.log",
+            access_log=self.report / f"gateway-{gateway.name}.access.jsonl",
+        )
 
     async def run(self, load: Load) -> None:
         started = time.perf_counter() + 0.2
@@ -212,42 +219,62 @@ class Soak:
             self.faults[-1].next_at = load.duration
 
     async def _faults(self, started: float) -> None:
-        loop = asyncio.get_running_loop()
         for kind, at, lasting in SCHEDULES[self.args.faults]:
             await asyncio.sleep(max(0.0, started + at - time.perf_counter()))
+            fault = Fault("", time.perf_counter() - started, kind=kind)
+            self.faults.append(fault)
             if kind == "redis":
-                fault = Fault(f"Redis SIGKILLed, restarted on its port after {lasting:g}s", 0.0)
-                fault.began = time.perf_counter() - started
-                self.faults.append(fault)
-                if self.redis is not None:
-                    os.kill(self.redis.process.pid, signal.SIGKILL)
-                await asyncio.sleep(lasting)
-                self.redis = await loop.run_in_executor(
-                    None,
-                    start_redis,
-                    self.children,
-                    self.redis_port,
-                    self.redis_dir,
-                    self.report / "redis.log",
+                fault.name = f"Redis SIGKILLed, restarted on its port after {lasting:g}s"
+                await self._kill_redis(lasting)
+            elif kind == "gateway":
+                fault.gateway = len(self.gateways) - 1
+                gateway = self.gateways[fault.gateway]
+                fault.name = (
+                    f"gateway {gateway.name.upper()} (supervisor and workers) SIGKILLed, "
+                    f"restarted after {lasting:g}s"
                 )
+                await self._kill_gateway(gateway, lasting)
             else:
-                fault = Fault(f"upstream SIGSTOPped for {lasting:g}s", 0.0)
-                fault.began = time.perf_counter() - started
-                self.faults.append(fault)
+                fault.name = f"upstream SIGSTOPped for {lasting:g}s"
                 pid = self.upstream.process.pid if self.upstream is not None else 0
                 os.kill(pid, signal.SIGSTOP)
                 try:
                     await asyncio.sleep(lasting)
                 finally:
                     os.kill(pid, signal.SIGCONT)  # never leave it stopped, even interrupted
+            if kind != "upstream":
+                fault.restarted = fault.began + lasting
             fault.ended = time.perf_counter() - started
+
+    async def _kill_redis(self, lasting: float) -> None:
+        if self.redis is not None:
+            os.kill(self.redis.process.pid, signal.SIGKILL)
+        await asyncio.sleep(lasting)
+        self.redis = await asyncio.get_running_loop().run_in_executor(
+            None,
+            start_redis,
+            self.children,
+            self.redis_port,
+            self.redis_dir,
+            self.report / "redis.log",
+        )
+
+    async def _kill_gateway(self, gateway: Gateway, lasting: float) -> None:
+        loop = asyncio.get_running_loop()
+        old = gateway.child
+        if old is not None:
+            # Its group: the supervisor and every worker at once, as a lost machine would.
+            os.killpg(old.process.pid, signal.SIGKILL)
+            await loop.run_in_executor(None, self.children.stop, old, 5.0)  # reaped
+        await asyncio.sleep(lasting)
+        gateway.child = await loop.run_in_executor(None, self._start_gateway, gateway)
 
     async def _poll_ready(self, started: float) -> None:
         every = self.args.ready_every
         if every <= 0:
             return
         loop = asyncio.get_running_loop()
-        url = f"http://127.0.0.1:{self.admin_port}/-/ready"
+        url = f"http://127.0.0.1:{self.gateways[0].admin_port}/-/ready"
         while True:
             status = await loop.run_in_executor(None, http_status, url)
             self.ready.append((time.perf_counter() - started, status))
@@ -274,12 +301,23 @@ class Soak:
         }
 
     def metrics(self) -> str:
-        try:
-            url = f"http://127.0.0.1:{self.admin_port}/metrics"
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return str(response.read().decode())
-        except OSError:
-            return ""
+        """Both gateways' /metrics, one after the other (the restarted one counts from then)."""
+        texts = []
+        for gateway in self.gateways:
+            try:
+                url = f"http://127.0.0.1:{gateway.admin_port}/metrics"
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    texts.append(response.read().decode())
+            except OSError:
+                continue
+        return "\n".join(texts)
+
+    def logs(self) -> str:
+        """Every gateway's process log."""
+        return "\n".join(
+            (self.report / f"gateway-{g.name}.log").read_text(errors="replace")
+            for g in self.gateways
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,20 +331,21 @@ def main(argv: list[str] | None = None) -> int:
             load = soak.start()
             print(
                 f"soak: {args.rate:g} requests/s for {args.duration:g}s, faults {args.faults}, "
-                f"{args.workers} workers; reports in {report}",
+                f"{len(GATEWAYS)} gateways of {args.workers} workers; reports in {report}",
                 flush=True,
             )
             asyncio.run(soak.run(load))
             queue = asyncio.run(soak.queue_figures(load))
             metrics = soak.metrics()
+            gateway_log = soak.logs()
     except KeyboardInterrupt:
         print(f"interrupted; every child process was stopped. Partial reports: {report}")
         return 130
     except (StartupError, RuntimeError, ConfigError) as exc:
         print(f"soak could not run: {exc}\nlogs: {report}", file=sys.stderr)
         return 1
-    gateway_log = (report / "gateway.log").read_text(errors="replace")
     run = Run(vars(args), load.outcomes, soak.faults, soak.ready, metrics, gateway_log, queue)
+    run.limits, run.gateways, run.hang = soak.limits, len(soak.gateways), load.hang
     text = render(run)
     print("\n" + text)
     write_report(report / "report.md", text)

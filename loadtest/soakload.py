@@ -1,17 +1,18 @@
-"""The soak's load and its judgement: a fixed-rate mix over loadtest/soak.yaml's routes, every
-answer classified, then per-second health and the recovery after each fault.
+"""The soak's load and its judgement: a fixed-rate mix over loadtest/soak.yaml's routes, spread
+over the gateways, every answer classified, then per-second health and the recovery after
+each fault.
 
 An answer is *healthy* when the route did everything it does with Redis and the upstream
-well (a counted rate limit, a cache lookup that was not bypassed, a known session's identity
-forwarded). During a fault the documented degraded answers are expected instead; anything
-else is a must-be-zero: no answer within the bound (hung), a connection error, a 5xx the
-docs do not name, or a 200 whose body is wrong.
+well (a rate limit decided by the store, a cache lookup that was not bypassed, a known
+session's identity forwarded). During a fault the answers documented for it are expected
+instead (loadtest/soakjudge.py says which); anything else is a must-be-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -20,18 +21,14 @@ from typing import Any
 
 import aiohttp
 
-ROUTES = ("passthrough", "limited", "strict", "cached", "account", "queued")
+ROUTES = ("passthrough", "limited", "strict", "local", "bucket", "cached", "account", "queued")
+LOCAL_ROUTES = ("local", "bucket")  # on_store_error: local
+RATE_LIMITED = ("limited", "strict", *LOCAL_ROUTES)
 FAST_BODY = b"Hello, World!"
 CACHEABLE_BODY = b"cacheable body"
 HOT_KEYS = 20
-DOCUMENTED_5XX = {
-    (502, "bad_gateway"),  # upstream refused or reset
-    (504, "gateway_timeout"),  # upstream too slow
-    (503, "rate_limit_unavailable"),  # store down, on_store_error: deny
-    (503, "session_store_unavailable"),  # store down, session policy
-    (503, "queue_unavailable"),  # store down, queue policy: nothing accepted
-}
 CACHE_WORKED = {"HIT", "MISS", "STALE", "EXPIRED"}  # BYPASS: the store was not used
+_QUOTA = re.compile(r";q=(\d+)")
 
 
 @dataclass
@@ -40,6 +37,8 @@ class Outcome:
 
     due: float
     route: str
+    gateway: int = 0
+    """Which gateway it was sent to (an index into Load.bases)."""
     status: int | None = None
     code: str | None = None
     """The `error` of a gateway JSON answer."""
@@ -52,26 +51,29 @@ class Outcome:
     seconds: float = 0.0
     queued: str | None = None
     """The id a queue route accepted the request under (202)."""
+    quota: int | None = None
+    """`q` of the answer's RateLimit-Policy: the limit, or a process's share of it when the
+    decision was taken in process (on_store_error: local)."""
 
     @property
-    def undocumented(self) -> bool:
-        """A 5xx the docs do not name (a crash, an unmapped error)."""
-        return (
-            self.status is not None
-            and self.status >= 500
-            and ((self.status, self.code) not in DOCUMENTED_5XX)
-        )
+    def finished(self) -> float:
+        """When the answer (or the failure) came, seconds from the start."""
+        return self.due + self.seconds
 
 
 @dataclass
 class Load:
-    """What to send: `rate` requests/s round robin over ROUTES for `duration` seconds."""
+    """What to send: `rate` requests/s round robin over ROUTES for `duration` seconds, each
+    round of ROUTES to the next of `bases` (so every route reaches every gateway)."""
 
-    base: str
+    bases: Sequence[str]
     rate: float
     duration: float
     sessions: Sequence[dict[str, str]]
-    hang: float = 10.0
+    hang: dict[str, float] = field(default_factory=dict)
+    """Per route, seconds after which a request without an answer is hung (default 10)."""
+    quotas: dict[str, int] = field(default_factory=dict)
+    """The `q` a store decision of each LOCAL_ROUTES route carries (its limit, or burst)."""
     outcomes: list[Outcome] = field(default_factory=list)
 
     def request(self, n: int) -> tuple[str, str, dict[str, str], dict[str, str] | None]:
@@ -87,9 +89,17 @@ class Load:
         return route, f"/{'pass' if route == 'passthrough' else route}/fast", {}, None
 
 
-def judge(outcome: Outcome, headers: Any, body: bytes, session: dict[str, str] | None) -> None:
-    """Fill in `code`, `cache`, `healthy` and `wrong` from an answer."""
+def judge(
+    outcome: Outcome,
+    headers: Any,
+    body: bytes,
+    session: dict[str, str] | None,
+    quotas: dict[str, int],
+) -> None:
+    """Fill in `code`, `cache`, `quota`, `healthy` and `wrong` from an answer."""
     status = outcome.status or 0
+    quota = _QUOTA.search(headers.get("RateLimit-Policy", ""))
+    outcome.quota = int(quota.group(1)) if quota else None
     if status >= 400 and "json" in headers.get("Content-Type", ""):
         try:
             outcome.code = str(json.loads(body).get("error"))
@@ -106,6 +116,9 @@ def judge(outcome: Outcome, headers: Any, body: bytes, session: dict[str, str] |
         elif status == 200:
             outcome.wrong = "200 instead of 202"
         return
+    if outcome.route in LOCAL_ROUTES and status == 429:
+        outcome.healthy = outcome.quota == quotas.get(outcome.route)
+        return
     if status != 200:
         return
     route = outcome.route
@@ -120,7 +133,9 @@ def judge(outcome: Outcome, headers: Any, body: bytes, session: dict[str, str] |
             outcome.wrong = "identity not forwarded, or the credential was"
     if outcome.wrong:
         return
-    if route in ("limited", "strict"):
+    if route in LOCAL_ROUTES:
+        outcome.healthy = outcome.quota == quotas.get(route)  # decided by the store
+    elif route in RATE_LIMITED:
         outcome.healthy = "RateLimit" in headers  # counted in Redis, not waved through
     elif route == "cached":
         outcome.healthy = outcome.cache in CACHE_WORKED
@@ -130,27 +145,37 @@ def judge(outcome: Outcome, headers: Any, body: bytes, session: dict[str, str] |
 
 async def drive(load: Load, started: float) -> None:
     """Send the load at its fixed rate from `started` (a perf_counter time) on; returns when
-    every request has an outcome. Each request is bounded by `load.hang` from when it was due:
+    every request has an outcome. Each request is bounded by its route's `load.hang` from when
+    it was due:
     a stalled gateway cannot hide its queue (as in loadgen.fixed_rate)."""
-    connector = aiohttp.TCPConnector(limit=1024)
     timeout = aiohttp.ClientTimeout(total=None)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
+    # The local routes' requests open a connection each, which the kernel spreads over every
+    # worker (SO_REUSEPORT): kept-alive ones stay with a few workers, and the over-admission
+    # would measure that spread rather than the limiter.
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024), timeout=timeout) as kept,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1024, force_close=True), timeout=timeout
+        ) as fresh,
+    ):
 
         async def one(n: int, due: float) -> None:
             route, path, headers, session = load.request(n)
-            outcome = Outcome(due - started, route)
+            gateway = n // len(ROUTES) % len(load.bases)
+            outcome = Outcome(due - started, route, gateway)
             load.outcomes.append(outcome)
             try:
-                async with asyncio.timeout(load.hang):
+                async with asyncio.timeout(load.hang.get(route, 10.0)):
                     method, data = (
                         ("POST", b'{"n": %d}' % n) if route == "queued" else ("GET", None)
                     )
+                    client = fresh if route in LOCAL_ROUTES else kept
                     async with client.request(
-                        method, load.base + path, headers=headers, data=data
+                        method, load.bases[gateway] + path, headers=headers, data=data
                     ) as response:
                         outcome.status = response.status
                         body = await response.read()
-                        judge(outcome, response.headers, body, session)
+                        judge(outcome, response.headers, body, session, load.quotas)
             except TimeoutError:
                 outcome.failure = "hung"
             except (aiohttp.ClientError, OSError) as exc:
@@ -177,6 +202,13 @@ class Fault:
     name: str
     began: float
     ended: float | None = None
+    """When it was over: the process restarted and answering (SIGCONT for the upstream)."""
+    kind: str = ""
+    """`redis`, `gateway` or `upstream`."""
+    gateway: int | None = None
+    """The gateway killed (a `gateway` fault)."""
+    restarted: float | None = None
+    """When the killed process was started again (the end of its time down)."""
     next_at: float | None = None
     """When the next fault began (or the run ended): recovery must come before it."""
 

@@ -51,7 +51,9 @@ def _route(entry: Mapping[str, Any], bounds: Sequence[float], span: float) -> di
         name: sum(cache.get(result, 0) for result in results)
         for name, results in CACHE_RESULTS.items()
     }
-    out["rate_limited"] = entry["rate_limit"].get("limited", 0)
+    # Refusals decided in process while the store was away (`on_store_error: local`) too.
+    limits = entry["rate_limit"]
+    out["rate_limited"] = limits.get("limited", 0) + limits.get("local_limited", 0)
     return out
 
 

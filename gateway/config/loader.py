@@ -22,6 +22,7 @@ from gateway.config.source import (
     parse_yaml,
     substitute_env,
 )
+from gateway.config.tls_files import tls_file_problems
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.policy import Policy
 from gateway.registry import Registry
@@ -125,6 +126,8 @@ def check_config(
         checker.pydantic(exc, (), shape)
     named, chains = checker.policies(data)
     checker.references(data, model)
+    for problem in tls_file_problems(data, os.path.dirname(file)):
+        checker.add(problem.loc, problem.message)
     problems += checker.problems
     if problems or model is None:
         raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
@@ -331,6 +334,11 @@ class _Checker:
             )
         if model.admin.listen == model.listen:
             self.add(("admin", "listen"), "the admin listener must not be the public listener")
+        if model.redirect_http is not None:
+            if model.tls is None:
+                self.add(("redirect_http",), "redirects to HTTPS, so it needs a tls section")
+            elif model.redirect_http in (model.listen, model.admin.listen):
+                self.add(("redirect_http",), "must be an address of its own")
 
 
 @dataclass(frozen=True)

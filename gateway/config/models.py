@@ -155,6 +155,77 @@ def _target(value: str) -> str:
     return value.rstrip("/")
 
 
+def _tls_version(value: Any) -> str:
+    # YAML reads an unquoted 1.2 as a number: take it as the operator meant it.
+    text = f"{value:.1f}" if isinstance(value, float) else str(value)
+    if text not in ("1.2", "1.3"):
+        raise PydanticCustomError(
+            "tls_version", f'unsupported TLS version {value!r} (use "1.2" or "1.3")'
+        )
+    return text
+
+
+def _sni_host(value: str) -> str:
+    host = value.lower().rstrip(".")
+    if not re.fullmatch(r"(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*", host):
+        raise PydanticCustomError(
+            "host", f"invalid SNI name {value!r} (an exact name or *.example.com)"
+        )
+    return host
+
+
+TLSVersion = Annotated[Literal["1.2", "1.3"], BeforeValidator(_tls_version)]
+Path = Annotated[str, Field(min_length=1)]
+
+
+class SniCertificate(Model):
+    """A certificate served to clients that ask for one of `hosts` (TLS SNI)."""
+
+    hosts: list[Annotated[str, AfterValidator(_sni_host)]] = Field(
+        min_length=1,
+        description="Exact names, or `*.example.com` (one label: `a.example.com`, not "
+        "`example.com` nor `a.b.example.com`).",
+    )
+    cert: Path = Field(description="PEM certificate chain, leaf first.")
+    key: Path = Field(description="PEM private key of the leaf (not encrypted).")
+
+
+class TLSConfig(Model):
+    """HTTPS on the public listener. Files are re-read on reload; relative paths are relative
+    to the config file's folder."""
+
+    cert: Path = Field(description="PEM certificate chain, leaf first: the default certificate.")
+    key: Path = Field(description="PEM private key of the default certificate (not encrypted).")
+    sni: list[SniCertificate] = Field(
+        default_factory=list,
+        description="Per-name certificates; names not listed get the default one.",
+    )
+    min_version: TLSVersion = Field(
+        "1.2", description='Oldest TLS version accepted: "1.2" or "1.3".'
+    )
+    client_ca: Path | None = Field(
+        None,
+        description="PEM CA certificate(s): when set, clients must present a certificate it "
+        "signed (mTLS); its subject is the key source `tls.subject`.",
+    )
+
+
+class UpstreamTLS(Model):
+    """How the gateway speaks TLS to `https://` targets."""
+
+    ca: Path | None = Field(
+        None, description="PEM CA certificate(s) to verify targets with; default the system's."
+    )
+    server_name: str | None = Field(
+        None, description="Name sent (SNI) and verified; default the target's host."
+    )
+    verify: bool = Field(True, description="Verify the target's certificate and name.")
+    cert: Path | None = Field(
+        None, description="The gateway's client certificate (PEM chain), for upstream mTLS."
+    )
+    key: Path | None = Field(None, description="Its private key (default: inside `cert`).")
+
+
 class UpstreamConfig(Model):
     """A pool of equivalent servers."""
 
@@ -194,6 +265,7 @@ class UpstreamConfig(Model):
     pass_host: bool = Field(
         True, description="Send the client's Host upstream (else the target's host)."
     )
+    tls: UpstreamTLS = Field(default_factory=UpstreamTLS, description="TLS to `https://` targets.")
 
 
 def _method(value: str) -> str:
@@ -255,6 +327,9 @@ class RouteConfig(Model):
     max_request_body: Size | None = Field(
         None, description="Overrides the global `max_request_body` for this route."
     )
+    buffer_request_body: Size | None = Field(
+        None, ge=0, description="Overrides the global `buffer_request_body` for this route."
+    )
     policies: list[PolicyEntry] = Field(
         default_factory=list,
         description="The chain, outermost first: names of `policies` entries or `TYPE: {options}`.",
@@ -282,12 +357,27 @@ class ClientLimits(Model):
             "past it the connection closes and the upstream is released. Default 30s."
         ),
     )
+    request_timeout: Duration = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Longest time from a request's first byte to the last byte of its body; past it "
+            "the client gets 408, any upstream request is aborted, and the access line says "
+            "`aborted: request_timeout`. Default 60s."
+        ),
+    )
 
 
 class GatewayConfig(Model):
     """The whole config file."""
 
     listen: Listen = Field("0.0.0.0:8080", description="The public listener.")
+    tls: TLSConfig | None = Field(None, description="HTTPS on the public listener.")
+    redirect_http: Listen | None = Field(
+        None,
+        description="A plain-HTTP listener that answers every request with a 308 to its "
+        "`https://` address (needs `tls`).",
+    )
     workers: Workers = Field(
         1, description="Processes sharing the public port; `auto` = CPU count."
     )
@@ -298,6 +388,15 @@ class GatewayConfig(Model):
         description="Peers whose `X-Forwarded-For` is believed; default none.",
     )
     max_request_body: Size = Field(10 * 1024 * 1024, description="Larger request bodies get 413.")
+    buffer_request_body: Size = Field(
+        1024 * 1024,
+        ge=0,
+        description=(
+            "A request body up to this size is read whole before the upstream is contacted "
+            "(sent with Content-Length), so a slow client holds no upstream connection; a "
+            "larger one streams. 0 turns buffering off. Default 1MiB."
+        ),
+    )
     shutdown_timeout: Duration = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )

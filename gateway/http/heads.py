@@ -209,6 +209,7 @@ class HeadReader:
             expect,
             upgrade,
             body,
+            self.head_started,
         )
         self.last = incoming
         self._accept(incoming)

@@ -14,6 +14,8 @@ from typing import Protocol
 
 from multidict import CIMultiDict
 
+from gateway.errors import RequestTimeout
+
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -21,12 +23,16 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 class ClientSide(Protocol):
     """What a request and its answer need of the client connection they came on
-    (`gateway.http.listener.ClientConnection`)."""
+    (`gateway.http.connection.ClientConnection`)."""
 
     loop: asyncio.AbstractEventLoop
     peer: str
+    scheme: str
+    """`http` or `https`: what the client spoke to the gateway."""
+    tls_subject: str | None
+    """The verified client certificate's subject (mTLS), else None."""
     aborted: str | None
-    """Why the gateway cut the connection off mid-answer (`send_timeout`), else None."""
+    """Why the gateway cut the connection off (`send_timeout`, `request_timeout`), else None."""
 
     @property
     def closing(self) -> bool:
@@ -73,6 +79,7 @@ class Incoming:
         "method",
         "peer",
         "request_id",
+        "started",
         "target",
         "upgrade",
         "version",
@@ -94,6 +101,7 @@ class Incoming:
         expect_continue: bool = False,
         upgrade: str | None = None,
         body: RequestBody | None = None,
+        started: float = 0.0,
     ) -> None:
         self.conn = conn
         self.peer = conn.peer
@@ -115,6 +123,8 @@ class Incoming:
         """The protocol asked for by `Connection: upgrade` + `Upgrade` (lower-cased), or None."""
         self.body = body
         """None when the request has no body."""
+        self.started = started
+        """Loop time of the request's first byte (`client.request_timeout` runs from it)."""
 
     @property
     def body_pending(self) -> bool:
@@ -131,6 +141,7 @@ class RequestBody:
         "_chunks",
         "_conn",
         "_error",
+        "_high",
         "_size",
         "_waiter",
         "complete",
@@ -147,13 +158,14 @@ class RequestBody:
         self._conn = conn
         self._chunks: deque[bytes] = deque()
         self._size = 0
+        self._high = _HIGH_WATER
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
         self._size += len(chunk)
-        if self._size > _HIGH_WATER:
+        if self._size > self._high:
             self._conn.pause_reading()
         self._wake()
 
@@ -165,6 +177,15 @@ class RequestBody:
         if not self.complete:
             self._error = exc
             self._wake()
+
+    def expire(self) -> None:
+        """`client.request_timeout` passed before the last byte: reads raise `RequestTimeout`."""
+        self.fail(RequestTimeout())
+
+    def _raise(self) -> None:
+        if isinstance(self._error, RequestTimeout):
+            raise RequestTimeout()
+        raise ConnectionResetError("client went away mid-body") from self._error
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -190,9 +211,43 @@ class RequestBody:
             if self.complete:
                 return b""
             if self._error is not None:
-                raise ConnectionResetError("client went away mid-body") from self._error
+                self._raise()
             self._waiter = self._conn.loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+
+    async def buffer(self, limit: int, gap: float) -> bytes | None:
+        """The whole body, read, when it ends within `limit` bytes; None as soon as it passes
+        `limit` (what arrived stays unread, to be streamed on). `TimeoutError` when no chunk
+        came for `gap` seconds; `RequestTimeout`, `ConnectionResetError` as `read`."""
+        if self.length is not None and self.length > limit:
+            return None
+        if not self.continued:
+            self.continued = True
+            self._conn.write(_CONTINUE)
+        # Hold up to `limit` unread without pausing the client (feed pauses above `_high`).
+        self._high = max(limit, _HIGH_WATER)
+        if self._size <= limit:
+            self._conn.resume_reading()
+        try:
+            while not self.complete and self._size <= limit:
+                if self._error is not None:
+                    self._raise()
+                self._waiter = self._conn.loop.create_future()
+                try:
+                    async with asyncio.timeout(gap):
+                        await self._waiter
+                finally:
+                    self._waiter = None
+        finally:
+            self._high = _HIGH_WATER
+        if not self.complete or self._size > limit:
+            if self._size > _HIGH_WATER:
+                self._conn.pause_reading()
+            return None
+        whole = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        return whole

@@ -46,6 +46,9 @@ class WebSocketProxy:
             except TimeoutError:
                 last = UpstreamTimeout()
                 continue
+            except UpstreamError as exc:  # TLS that failed
+                last = exc
+                continue
             except OSError:
                 last = UpstreamError()
                 continue

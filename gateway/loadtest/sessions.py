@@ -9,15 +9,13 @@ through its admin listener (`POST /-/session/create|revoke`), as `gateway sessio
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.adminclient import AdminCallFailed, local_admin_url, post_admin
 from gateway.config.loader import LoadedConfig
-from gateway.config.models import RedisConfig, split_listen
+from gateway.config.models import RedisConfig
 from gateway.errors import StoreUnavailable
 
 _TTL = 3600.0
@@ -44,13 +42,7 @@ def plan_sessions(count: int, fields: Mapping[str, Mapping[str, str | None]], ru
 
 def admin_url(loaded: LoadedConfig, override: str | None) -> str | None:
     """The admin listener to go through: `override`, else the config's own on `memory://`."""
-    if override:
-        return override.rstrip("/")
-    if not loaded.model.redis.url.startswith("memory:"):
-        return None
-    host, port = split_listen(loaded.model.admin.listen)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return local_admin_url(loaded.model, override)
 
 
 def create(loaded: LoadedConfig, sessions: Sessions, admin: str | None) -> None:
@@ -102,22 +94,7 @@ async def _on_store(config: RedisConfig, sessions: Sessions, remove: bool, ttl: 
 
 
 def _post(loaded: LoadedConfig, base: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        base + path,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    token = loaded.model.admin.token
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token.get_secret_value()}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            payload: dict[str, Any] = json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:200]
-        raise SessionError(f"admin listener {base} answered {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise SessionError(f"cannot reach the admin listener at {base}: {reason}") from None
-    return payload
+        return post_admin(loaded.model, base, path, body)
+    except AdminCallFailed as exc:
+        raise SessionError(str(exc)) from None

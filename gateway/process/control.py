@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.app import Gateway
 from gateway.config.loader import LoadedConfig, load_config, parse_config
 from gateway.errors import ConfigError, ConfigProblem, StoreUnavailable
+from gateway.http.listener import Listener
 from gateway.policy import AdminCall
 from gateway.registry import Registry
 from gateway.runtime import Runtime
@@ -27,9 +28,13 @@ log = logging.getLogger("gateway.control")
 class LocalControl:
     """Controls the `Gateway` of this process."""
 
-    def __init__(self, gateway: Gateway, registry: Registry) -> None:
+    def __init__(
+        self, gateway: Gateway, registry: Registry, listener: Listener | None = None
+    ) -> None:
         self.gateway = gateway
         self.registry = registry
+        self.listener = listener
+        """The public listener, whose accept loop knows when descriptors ran out."""
         self._pending: Runtime | None = None
         self._lock = asyncio.Lock()
 
@@ -38,6 +43,8 @@ class LocalControl:
         return self.gateway.runtime
 
     async def ready(self) -> tuple[bool, str]:
+        if self.listener is not None and self.listener.out_of_fds:
+            return False, "out of file descriptors"
         try:
             await self.runtime.store.ping()
         except StoreUnavailable as exc:
@@ -78,6 +85,9 @@ class LocalControl:
                 await self._pending.stop()
             current = self.runtime
             runtime = Runtime(loaded, current.store, current.metrics)
+            if (runtime.server_tls is None) != (self.gateway.tls is None):
+                await runtime.stop()
+                raise loaded.problem(("tls",), "turning TLS on or off takes a restart")
             try:
                 await runtime.start()
             except Exception as exc:  # a policy that cannot start refuses the whole config

@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.app import Gateway
 from gateway.config.models import GatewayConfig, split_listen
 from gateway.http.listener import Listener
+from gateway.http.tls import redirect_handler
 
 log = logging.getLogger("gateway.server")
 
@@ -28,6 +29,14 @@ def listening_socket(listen: str, *, reuse_port: bool) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def worker_socket(listen: str) -> socket.socket:
+    """A worker's public socket (SO_REUSEPORT), bound but not listening: the worker's server
+    listens once it serves. Until then the kernel gives it no connection (they go to the workers
+    that serve, or are refused while none does) rather than queueing them, unanswered, for as
+    long as the worker takes to start (seconds on a busy machine)."""
+    return _bound_socket(listen, reuse_port=True)
 
 
 def _bound_socket(listen: str, *, reuse_port: bool) -> socket.socket:
@@ -63,7 +72,8 @@ def claim_public_port(listen: str) -> socket.socket | None:
        fails whenever anything listens there (an older gateway without the lock, another program,
        or a wildcard listener on the same port);
     3. then binds each worker's SO_REUSEPORT socket itself and hands it over (`listen_fd`), so
-       every socket of the group comes from this one supervisor, however often workers restart.
+       every socket of the group comes from this one supervisor, however often workers restart
+       (`worker_socket`: the worker listens on it once it serves).
     Returns the lock (None where abstract sockets do not exist); raises `StartError`."""
     host, port = split_listen(listen)
     lock: socket.socket | None = None
@@ -95,8 +105,16 @@ def claim_public_port(listen: str) -> socket.socket | None:
 
 
 def public_server(gateway: Gateway, model: GatewayConfig) -> Listener:
-    """The public listener: the gateway's own HTTP/1.1 server (see `gateway.http.listener`)."""
-    return Listener(gateway.handle, model.client)
+    """The public listener: the gateway's own HTTP/1.1 server (see `gateway.http.listener`),
+    over TLS when the config has a `tls` section."""
+    return Listener(gateway.handle, model.client, gateway.tls, gateway.metrics.accept_refused)
+
+
+def redirect_server(model: GatewayConfig) -> Listener | None:
+    """The `redirect_http` listener (308 to HTTPS), when configured."""
+    if model.redirect_http is None:
+        return None
+    return Listener(redirect_handler(split_listen(model.listen)[1]), model.client)
 
 
 async def serve(server: Listener, sock: socket.socket) -> Listener:

@@ -26,13 +26,20 @@ from prometheus_client.multiprocess import mark_process_dead
 from gateway.admin.endpoints import admin_app
 from gateway.config.loader import LoadedConfig, load_config
 from gateway.errors import ConfigError, ConfigProblem
-from gateway.process.server import StartError, claim_public_port, listening_socket, start_app
+from gateway.process.fds import raise_open_files_limit
+from gateway.process.server import (
+    StartError,
+    claim_public_port,
+    listening_socket,
+    start_app,
+    worker_socket,
+)
 from gateway.process.workers import SupervisorControl, WorkerHandle
 from gateway.registry import Registry
 
 log = logging.getLogger("gateway.supervisor")
 
-_RESTART_ONLY = ("listen", "workers", "admin", "redis", "client")
+_RESTART_ONLY = ("listen", "redirect_http", "workers", "admin", "redis", "client")
 
 
 class Supervisor:
@@ -90,6 +97,7 @@ class Supervisor:
         model = self.running
         admin: web.AppRunner | None = None
         monitors: list[asyncio.Future[None]] = []
+        raise_open_files_limit()  # before the workers, which inherit it
         try:
             admin = await self._start()
             monitors = [asyncio.ensure_future(self._monitor(worker)) for worker in self.workers]
@@ -128,6 +136,13 @@ class Supervisor:
                 f"cannot serve {model.admin.listen} (the admin listener): {exc.strerror}"
             ) from None
         try:
+            if model.redirect_http is not None:
+                try:  # the workers bind it with SO_REUSEPORT; nothing else may hold it
+                    listening_socket(model.redirect_http, reuse_port=False).close()
+                except OSError as exc:
+                    raise StartError(
+                        f"cannot serve {model.redirect_http} (redirect_http): {exc.strerror}"
+                    ) from None
             self._write_text(self.loaded.text)
             results = await asyncio.gather(
                 *(self._spawn(worker) for worker in self.workers), return_exceptions=True
@@ -153,7 +168,7 @@ class Supervisor:
         """Start `worker` on a public socket bound here, from the address in force (see
         `claim_public_port`); raises `StartError` when it does not get ready."""
         try:
-            sock = listening_socket(self.running.listen, reuse_port=True)
+            sock = worker_socket(self.running.listen)
         except OSError as exc:
             raise StartError(f"cannot serve {self.running.listen}: {exc.strerror}") from None
         read_fd, write_fd = os.pipe()

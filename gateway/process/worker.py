@@ -19,7 +19,14 @@ from gateway.app import Gateway
 from gateway.config.loader import LoadedConfig, parse_config
 from gateway.errors import ConfigError
 from gateway.process.control import LocalControl
-from gateway.process.server import drain, listening_socket, public_server, serve, start_app
+from gateway.process.server import (
+    drain,
+    listening_socket,
+    public_server,
+    redirect_server,
+    serve,
+    start_app,
+)
 from gateway.registry import Registry
 from gateway.runtime import Runtime
 from gateway.store.factory import open_store
@@ -49,16 +56,19 @@ class WorkerProcess:
         store = open_store(model.redis, metrics.store_call, metrics.store_breaker_changed)
         runtime = Runtime(self.loaded, store, metrics)
         gateway = Gateway(runtime, AccessLog(text=self.text_log))
-        control = LocalControl(gateway, self.registry)
+        server = public_server(gateway, model)
+        control = LocalControl(gateway, self.registry, server)
         await runtime.start()
         metrics.start()
-        server = public_server(gateway, model)
         if listen_fd is None:
             sock = listening_socket(model.listen, reuse_port=True)
-        else:  # bound by the supervisor (see gateway.process.server.claim_public_port)
+        else:  # bound by the supervisor (claim_public_port); listening from serve() on
             sock = socket.socket(fileno=listen_fd)
             sock.setblocking(False)
         await serve(server, sock)
+        redirect = redirect_server(model)
+        if redirect is not None and model.redirect_http is not None:
+            await serve(redirect, listening_socket(model.redirect_http, reuse_port=True))
         app = admin_app(control, self.registry, extra_routes=control.internal_routes())
         control_runner = await start_app(app, path=control_path)
         if ready_fd is not None:
@@ -67,6 +77,8 @@ class WorkerProcess:
         log.info("worker %d serving %s", os.getpid(), model.listen)
         await stop.wait()
         log.info("worker %d draining (up to %ss)", os.getpid(), model.shutdown_timeout)
+        if redirect is not None:
+            await drain(redirect, 0)
         cut_off = await drain(server, model.shutdown_timeout)
         if cut_off:
             log.warning(

@@ -12,6 +12,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway.process.fds import out_of_fds
 from gateway.telemetry.stats import Stats, merge_into
 
 
@@ -71,6 +72,11 @@ class SupervisorControl:
         )
         for worker, result in zip(sup.workers, results, strict=True):
             if isinstance(result, BaseException):
+                # A worker out of descriptors cannot accept the control connection either:
+                # its descriptor table, read from outside, says why.
+                process = worker.process
+                if process is not None and out_of_fds(process.pid):
+                    return False, f"worker {worker.index}: out of file descriptors"
                 return False, f"worker {worker.index} does not answer"
             if result[0] != 200:
                 return False, f"worker {worker.index}: {result[1].get('reason', 'not ready')}"

@@ -26,7 +26,7 @@ from typing import Any
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import SlotMoving, StoreUnavailable
 from gateway.store.resp import Address, Arg, ReplyError, RespClient
 
 log = logging.getLogger("gateway.store")
@@ -109,7 +109,7 @@ class ClusterClient:
             self._refresh_soon()
             raise StoreUnavailable(f"no master serves the slot of {key!r}")
         address = owner
-        asking = False
+        asking = moving = False
         for _ in range(MAX_REDIRECTS):
             node = self._node(address)
             try:
@@ -131,13 +131,14 @@ class ClusterClient:
                 elif error.code == "TRYAGAIN":
                     # Keys of one multi-key command on both sides of a migration: the same
                     # node (with ASKING if that is how it was reached) may serve it shortly.
+                    moving = True
                     await asyncio.sleep(TRYAGAIN_PAUSE)
                 else:
                     raise
             except StoreUnavailable:
                 self._refresh_soon()  # a replica may have been promoted in its place
                 raise
-        raise StoreUnavailable(
+        raise (SlotMoving if moving else StoreUnavailable)(
             f"redis redirected a command more than {MAX_REDIRECTS} times"
             f" (last to {address[0]}:{address[1]})"
         )

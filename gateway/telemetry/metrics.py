@@ -174,6 +174,16 @@ class Metrics:
         self.reloads = self.counter(
             "gateway_config_reloads_total", "Config reloads by result.", ["result"]
         )
+        self.accept_errors = self.counter(
+            "gateway_accept_errors_total",
+            "Client connections the public listener could not accept, by errno "
+            "(EMFILE, ENFILE: out of file descriptors).",
+            ["error"],
+        )
+        # Made now, at 0: a series made while out of descriptors could not grow the file
+        # that multiprocess mode keeps it in.
+        for error in ("EMFILE", "ENFILE"):
+            self.accept_errors.labels(error)
         # livemax: the worst worker counts, and a dead worker's last value goes with it.
         self.store_breaker = self.gauge(
             "gateway_store_breaker_open",
@@ -245,6 +255,10 @@ class Metrics:
         children[0].observe(seconds)
         if failed:
             children[1].pending += 1
+
+    def accept_refused(self, error: str) -> None:
+        """The public listener could not accept a connection (`error`: the errno's name)."""
+        self.accept_errors.labels(error).inc()
 
     def store_breaker_changed(self, is_open: bool) -> None:
         """The store's circuit breaker opened or closed (`CircuitBreaker.on_change`)."""

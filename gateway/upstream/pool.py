@@ -12,6 +12,7 @@ end. A burst therefore reuses connections instead of opening new ones to the API
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections import deque
@@ -20,9 +21,12 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from gateway.config.models import UpstreamConfig
-from gateway.errors import UpstreamOverloaded
+from gateway.errors import UpstreamOverloaded, UpstreamTLSError
 from gateway.telemetry.pools import PoolFigures
 from gateway.upstream.connection import UpstreamConnection
+from gateway.upstream.tls import Sessions, client_context
+
+log = logging.getLogger("gateway.upstream")
 
 _Conn = TypeVar("_Conn", bound=UpstreamConnection)
 Handover = asyncio.Future["UpstreamConnection | None"]
@@ -49,7 +53,7 @@ class Target:
     """One upstream server: its connections, the idle ones (most recently used first out) and
     the requests waiting for one."""
 
-    def __init__(self, url: str, config: UpstreamConfig) -> None:
+    def __init__(self, url: str, config: UpstreamConfig, tls: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(url)
         self.url = url
         self.host = parts.hostname or "127.0.0.1"
@@ -71,7 +75,10 @@ class Target:
         self._closed = False
         self._idle: deque[UpstreamConnection] = deque()
         self._waiters: deque[Handover] = deque()
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.tls else None
+        if self.tls and tls is None:
+            tls = client_context(config.tls, "", ())
+        self._ssl = Sessions(tls) if self.tls and tls is not None else None
+        self.server_name = config.tls.server_name or self.host
 
     async def acquire(self, timeout: float, *, fresh: bool = False) -> UpstreamConnection:
         """A connection for one exchange: an idle one (unless `fresh`), a new one while under
@@ -165,8 +172,17 @@ class Target:
                     self.host,
                     self.port,
                     ssl=self._ssl,
-                    server_hostname=self.host if self._ssl else None,
+                    server_hostname=self.server_name if self._ssl else None,
                 )
+        except ssl.SSLError as exc:
+            # Before OSError (its base): a certificate that does not verify, or a handshake
+            # the target refused. Nothing was sent.
+            if self.down_until <= time.monotonic():  # once per fail_timeout, not per request
+                log.warning("TLS to %s failed: %s", self.url, _reason(exc))
+            self.down_until = time.monotonic() + self.fail_timeout
+            if self._ssl is not None:
+                self._ssl.forget()
+            raise UpstreamTLSError() from exc
         except (OSError, TimeoutError):
             self.down_until = time.monotonic() + self.fail_timeout
             raise
@@ -175,6 +191,9 @@ class Target:
         return conn
 
     def _release(self, conn: UpstreamConnection) -> None:
+        if self._ssl is not None and conn.used == 1 and conn.transport is not None:
+            # Once per connection: its session is offered to the next new connection.
+            self._ssl.keep(conn.transport.get_extra_info("ssl_object"))
         if conn.closed or self._closed:
             conn.close()
             return
@@ -228,10 +247,15 @@ class Target:
 class Upstream:
     """A named pool of equivalent targets, taken in turn."""
 
-    def __init__(self, name: str, config: UpstreamConfig) -> None:
+    def __init__(self, name: str, config: UpstreamConfig, base: str = "") -> None:
+        """`base`: the folder that relative TLS paths are relative to (the config file's).
+        Raises `CertProblem` for a TLS file that cannot be used."""
         self.name = name
         self.config = config
-        self.targets = [Target(url, config) for url in config.targets]
+        tls = None
+        if any(url.startswith("https:") for url in config.targets):
+            tls = client_context(config.tls, base, ("upstreams", name, "tls"))
+        self.targets = [Target(url, config, tls) for url in config.targets]
         self._next = 0
 
     def candidates(self) -> Sequence[Target]:
@@ -257,3 +281,8 @@ class Upstream:
     def close(self) -> None:
         for target in self.targets:
             target.close()
+
+
+def _reason(exc: ssl.SSLError) -> str:
+    verify = getattr(exc, "verify_message", None)
+    return str(verify or exc.reason or exc)

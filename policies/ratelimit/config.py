@@ -158,11 +158,22 @@ class RateLimitOptions(LimitFields):
         "`session.FIELD`, `route` (one bucket for the route), or a list of these. A part "
         "the request lacks counts as one shared anonymous value. Default: `client_ip`.",
     )
-    on_store_error: Literal["allow", "deny"] = Field(
+    on_store_error: Literal["allow", "deny", "local"] = Field(
         "allow",
         description="When the store cannot answer in time: `allow` lets the request through "
         "(without RateLimit fields), `deny` answers 503 `rate_limit_unavailable` with "
-        "`Retry-After: 1`. Default: `allow`.",
+        "`Retry-After: 1`, `local` limits in this process to its share of each limit "
+        "(`local_share`). Default: `allow`.",
+    )
+    local_share: int | None = Field(
+        None,
+        ge=1,
+        le=_MAX_COUNT,
+        strict=True,
+        description="With `on_store_error: local`: the number of gateway processes N that "
+        "share the limits; each enforces `limit / N` (a bucket `rate / N`, `burst / N`, at "
+        "least 1) while the store is unreachable. Default: the number of processes the "
+        "store last saw (a heartbeat; 1 before the first).",
     )
 
     @model_validator(mode="after")
@@ -202,6 +213,9 @@ class RateLimitOptions(LimitFields):
             ]
         else:
             problems = self._problems()
+        if self.local_share is not None and self.on_store_error != "local":
+            message = "local_share applies only with `on_store_error: local`"
+            problems.append(_problem(("local_share",), message, self.local_share))
         _raise(problems)
         return self
 

@@ -25,12 +25,14 @@ from gateway.api import (
     PolicyContext,
     Request,
     Response,
+    SlotMoving,
     StoreUnavailable,
 )
 from policies.ratelimit import leaderboard
 from policies.ratelimit.config import RateLimitOptions
 from policies.ratelimit.keys import PolicyKeys, board, shown
 from policies.ratelimit.leaderboard import BUCKET_SECONDS, KEEP_SECONDS
+from policies.ratelimit.local import LocalLimiter
 from policies.ratelimit.plan import make_plan
 from policies.ratelimit.scripts import rate_limit_script
 from policies.ratelimit.top import top
@@ -103,8 +105,15 @@ class RateLimit(Policy):
         self._deny = options.on_store_error == "deny"
         self._decisions = context.metrics.counter(
             "gateway_rate_limit_decisions_total",
-            "Rate-limit decisions by route, policy and result (allowed, limited, store_error).",
+            "Rate-limit decisions by route, policy and result (allowed, limited, store_error, "
+            "local_allowed, local_limited).",
             ["route", "policy", "result"],
+        )
+        # `memory://` never fails (it is in this process already): nothing to fall back to.
+        self._local = (
+            LocalLimiter(options, names, context, self._decisions, RateLimited)
+            if options.on_store_error == "local" and context.store.shared
+            else None
         )
         self._children: dict[str, tuple[Any, Any, Any]] = {}
         for route in context.routes:
@@ -115,6 +124,7 @@ class RateLimit(Policy):
         # Cached: get_running_loop() checks getpid(), a system call, every time.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warned_at = -_WARN_EVERY
+        self._beating: asyncio.Task[None] | None = None
 
     def _children_for(self, route: str) -> tuple[Any, Any, Any]:
         children = self._children.get(route)
@@ -166,7 +176,7 @@ class RateLimit(Policy):
         try:
             answer = await waiter
         except StoreUnavailable as exc:
-            return await self._store_error(request, call_next, exc)
+            return await self._store_error(request, call_next, exc, keys)
         route = request.route.name
         children = self._children.get(route) or self._children_for(route)
         admitted = answer[0]
@@ -204,9 +214,16 @@ class RateLimit(Policy):
             del self._pending[tag]
         waiters = batch.waiters
         try:
-            answer = await self._store.eval(
-                self._script, batch.keys, (*self._args[len(waiters)], batch.member)
-            )
+            try:
+                answer = await self._store.eval(
+                    self._script, batch.keys, (*self._args[len(waiters)], batch.member)
+                )
+            except SlotMoving:
+                # The leaderboard makes the call multi-key, which Redis refuses while the slot
+                # is half moved: decide on the limits alone (the top consumers miss it).
+                answer = await self._store.eval(
+                    self._script, batch.keys[:-1], self._args[len(waiters)][:-2]
+                )
         except StoreUnavailable as exc:
             for waiter in waiters:
                 if not waiter.done():
@@ -227,30 +244,49 @@ class RateLimit(Policy):
                 waiter.set_result(answer)
 
     async def _store_error(
-        self, request: Request, call_next: Handler, exc: StoreUnavailable
+        self, request: Request, call_next: Handler, exc: StoreUnavailable, keys: list[str]
     ) -> Response:
-        route = request.route.name
-        (self._children.get(route) or self._children_for(route))[2].inc()
-        request.log["rate_limit"] = "store_error"
+        local = self._local
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY:
             self._warned_at = now
-            action = "denying" if self._deny else "allowing"
-            log.warning("rate_limit %s: %s; %s requests", self.context.name, exc, action)
+            action = "denying requests" if self._deny else "allowing requests"
+            if local is not None:
+                action = f"limiting requests in this process to 1/{local.share} of each limit"
+            log.warning("rate_limit %s: %s; %s", self.context.name, exc, action)
+        if local is not None:
+            # The limits' keys only: the leaderboard of top consumers is the store's alone.
+            return await local(request, call_next, keys[:-1])
+        route = request.route.name
+        (self._children.get(route) or self._children_for(route))[2].inc()
+        request.log["rate_limit"] = "store_error"
         if self._deny:
             raise RateLimitUnavailable(headers={"Retry-After": "1"})
         return await call_next(request)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._local is not None and self._local.heartbeat is not None:
+            self._beating = self.context.background.spawn(
+                self._local.heartbeat.run(), name=f"rate_limit {self.context.name} heartbeat"
+            )
 
     async def stop(self) -> None:
         """Let the store calls under way finish (each is bounded by the store's timeout)."""
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
+        if self._local is not None:
+            if self._beating is not None:
+                self._beating.cancel()
+                await asyncio.gather(self._beating, return_exceptions=True)
+            await self._local.close()
 
     def describe(self) -> str:
-        return f"rate_limit {self.context.name}: {self.plan.summary} by {self._key}"
+        text = f"rate_limit {self.context.name}: {self.plan.summary} by {self._key}"
+        if self.options.on_store_error == "local":
+            share = self.options.local_share or "N (the processes on the store)"
+            text += f"; store down: limits / {share} per process"
+        return text
 
     @property
     def key_spec(self) -> str:

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
 from gateway.api import (
+    AdminCallFailed,
     ConfigError,
     LoadedConfig,
     Registry,
     StoreUnavailable,
     load_config,
+    local_admin_url,
     open_store,
     parse_duration,
-    split_listen,
+    post_admin,
 )
 from policies.session.admin import (
     DEFAULT_PREFIX,
@@ -152,14 +151,7 @@ def _load(path: str) -> LoadedConfig:
 
 
 def _admin_url(args: argparse.Namespace, loaded: LoadedConfig) -> str | None:
-    if args.admin is not None:
-        return str(args.admin).rstrip("/")
-    if not loaded.model.redis.url.startswith("memory:"):
-        return None
-    host, port = split_listen(loaded.model.admin.listen)
-    # The admin listener may listen on every address; the CLI runs beside it.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return local_admin_url(loaded.model, args.admin)
 
 
 def _prefix(args: argparse.Namespace, loaded: LoadedConfig) -> str:
@@ -190,22 +182,7 @@ async def _on_store(loaded: LoadedConfig, step: Any, *args: Any) -> Any:
 
 
 def _post(base: str, path: str, body: dict[str, Any], loaded: LoadedConfig) -> dict[str, Any]:
-    request = urllib.request.Request(
-        base + path,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    token = loaded.model.admin.token
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token.get_secret_value()}")
     try:
-        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT) as answer:
-            payload: dict[str, Any] = json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise _Failed(f"admin listener {base} answered {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise _Failed(f"cannot reach the admin listener at {base}: {reason}") from None
-    return payload
+        return post_admin(loaded.model, base, path, body, timeout=_HTTP_TIMEOUT)
+    except AdminCallFailed as exc:
+        raise _Failed(str(exc)) from None

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.process.server import listening_socket, worker_socket
 from tests.support.harness import GatewayProcess
 from tests.support.polling import eventually
 from tests.support.ports import free_port
@@ -162,8 +163,8 @@ async def test_a_crashed_worker_is_replaced(
     os.kill(old, signal.SIGKILL)
     await gateway.wait_for("replacing it", after=mark)
     await gateway.wait_for("serving", after=mark)
-    (new,) = gateway.worker_pids()
-    assert new != old
+    # /proc is read while processes come and go (the killed one lingers until reaped).
+    await eventually(lambda: len(set(gateway.worker_pids()) - {old}) == 1, "one new worker")
     assert (await get(f"http://127.0.0.1:{port}/api/x"))[0] == 200
     _, body = await get(f"http://127.0.0.1:{admin}/metrics")
     assert "gateway_worker_restarts_total 1.0" in body.decode()
@@ -438,3 +439,31 @@ async def test_refused_reloads_are_logged_alike_and_restart_warnings_compare_wit
         assert (await response.json())["warnings"] == []
     await gateway.wait_for("config reloaded in 1 worker(s) (POST /-/reload)", after=mark)
     assert "after a restart" not in "".join(gateway.stderr_lines[mark:])
+
+
+# -- a starting worker holds no connection (found by the soak's gateway restart, issue 20) ------
+
+
+def test_a_starting_workers_socket_takes_no_connection_until_it_serves() -> None:
+    """The supervisor binds each worker's socket and the worker listens once it serves: until
+    then connections go to the workers that serve (or are refused), never into a queue that
+    nobody accepts from while the worker starts."""
+    serving = listening_socket("127.0.0.1:0", reuse_port=True)
+    port = serving.getsockname()[1]
+    starting = worker_socket(f"127.0.0.1:{port}")
+    try:
+        assert not starting.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        serving.setblocking(True)
+        serving.settimeout(5)
+        for _ in range(32):  # the kernel would spread these over both if `starting` listened
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                accepted, _ = serving.accept()
+                accepted.close()
+        serving.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        starting.listen(8)  # what the worker's server does once it serves
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        serving.close()
+        starting.close()

@@ -38,6 +38,7 @@ def test_targets_are_judged_on_paired_ratios() -> None:
         "rate_limit": 11_000,  # costs 8.3%: holds
         "session": 10_000,  # costs 16.7%: misses
         "cache": 24_000,  # 2x: misses
+        "tls": 10_000,  # CPU per request 1.2x passthrough's: holds
     }
     rows = _rows(speeds, [1.0, 1.3, 0.8])
     args = argparse.Namespace(
@@ -57,3 +58,6 @@ def test_targets_are_judged_on_paired_ratios() -> None:
     assert "2.00x" in lines["cache hit >= 3x passthrough"]
     assert "2.00x" in lines["passthrough >= 1.5x plain aiohttp proxy"]
     assert "| 2.00x " in lines["gateway cache hit"]  # the vs passthrough column
+    tls = lines["TLS passthrough CPU us/req <= 1.3x passthrough's"]
+    assert "1.20x" in tls
+    assert "yes" in tls

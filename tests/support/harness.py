@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -46,8 +47,10 @@ class InProcessGateway:
     async def start(self) -> InProcessGateway:
         await self.runtime.start()
         sock = listening_socket("127.0.0.1:0", reuse_port=False)
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        scheme = "https" if self.loaded.model.tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
         self._server = public_server(self.gateway, self.loaded.model)
+        self.control.listener = self._server
         await serve(self._server, sock)
         admin_sock = listening_socket("127.0.0.1:0", reuse_port=False)
         self.admin_url = f"http://127.0.0.1:{admin_sock.getsockname()[1]}"
@@ -101,9 +104,16 @@ async def start_gateway(
 class GatewayProcess:
     """`gateway run` as a child process (supervisor and workers), for signals and workers."""
 
-    def __init__(self, config_path: str, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config_path: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.config_path = config_path
         self.args = args
+        self.preexec_fn = preexec_fn
         self.env = dict(os.environ, **(env or {}))
         self.process: asyncio.subprocess.Process | None = None
         self.stderr_lines: list[str] = []
@@ -124,6 +134,7 @@ class GatewayProcess:
             stderr=asyncio.subprocess.PIPE,
             env=self.env,
             start_new_session=True,
+            preexec_fn=self.preexec_fn,
         )
         self.stdout_lines: list[str] = []
         self._reader = asyncio.ensure_future(self._read())

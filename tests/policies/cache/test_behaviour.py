@@ -30,17 +30,19 @@ def answer(
 async def test_collapsing_and_background_refresh_in_one_process(
     gateway: OneGateway, upstream: Upstream
 ) -> None:
-    gate = asyncio.Event()
+    gate, reached = asyncio.Event(), asyncio.Event()
     counter = itertools.count(1)
 
     async def handler(_: web.Request) -> web.Response:
+        reached.set()
         await gate.wait()
         return web.Response(text=f"v{next(counter)}")
 
     upstream.route("/x", handler)
     gw = await gateway(config("ttl: 1s, stale_while_revalidate: 30s"))
     pending = [asyncio.ensure_future(fetch(gw, "/x")) for _ in range(20)]
-    await asyncio.sleep(0.2)
+    # The fill is under way; a request that arrives after it ends is a HIT all the same.
+    await reached.wait()
     gate.set()
     answers = await asyncio.gather(*pending)
     assert {x.text for x in answers} == {"v1"}

@@ -16,7 +16,8 @@ from tests.policies.cache.conftest import config, fetch
 from tests.support.upstream import Upstream
 
 BODY = "0123456789"
-NOW = time.time()
+NOW = time.time()  # when the module was collected: Date carries it, so the entries are kept
+# fresh for a day (a suite that reaches a test minutes after collecting it must not see it stale)
 LAST_MODIFIED = format_http_date(NOW - 120)  # 60 s or more before Date: a strong validator
 RECENT = format_http_date(NOW - 30)  # too close to Date to be strong
 
@@ -61,7 +62,7 @@ async def test_range_from_the_store(
         return web.Response(
             text=BODY,
             headers={
-                "Cache-Control": "max-age=60",
+                "Cache-Control": "max-age=86400",
                 "ETag": '"v1"',
                 "Last-Modified": LAST_MODIFIED,
                 "Date": format_http_date(NOW),
@@ -91,7 +92,7 @@ async def test_if_range_needs_a_strong_stored_validator(
     etag: str, last_modified: str, if_range: str, make_gateway: GatewayFactory, upstream: Upstream
 ) -> None:
     async def origin(_: web.Request) -> web.Response:
-        headers = {"Cache-Control": "max-age=60", "ETag": etag, "Last-Modified": last_modified}
+        headers = {"Cache-Control": "max-age=86400", "ETag": etag, "Last-Modified": last_modified}
         headers["Date"] = format_http_date(NOW)
         return web.Response(text=BODY, headers=headers)
 

@@ -71,11 +71,11 @@ CASES = [
     (
         "          {algorithm: sliding_window, limit: 1, window: 1s, key: cookie}",
         f"{WHERE.format(line=13)}.key: invalid key 'cookie' (use client_ip, route, header.NAME, "
-        "query.NAME or session.FIELD)",
+        "query.NAME, session.FIELD or tls.subject)",
     ),
     (
         "          {algorithm: sliding_window, limit: 1, window: 1s, on_store_error: maybe}",
-        f"{WHERE.format(line=13)}.on_store_error: input should be 'allow' or 'deny'",
+        f"{WHERE.format(line=13)}.on_store_error: input should be 'allow', 'deny' or 'local'",
     ),
     (
         "          limit: 5\n"
@@ -99,6 +99,21 @@ CASES = [
     (
         "          limits: []",
         f"{WHERE.format(line=13)}.limits: list should have at least 1 item after validation, not 0",
+    ),
+    (
+        "          {algorithm: sliding_window, limit: 5, window: 1s, on_store_error: local,"
+        " local_share: 0}",
+        f"{WHERE.format(line=13)}.local_share: input should be greater than or equal to 1",
+    ),
+    (
+        "          {algorithm: sliding_window, limit: 5, window: 1s, on_store_error: local,"
+        " local_share: two}",
+        f"{WHERE.format(line=13)}.local_share: input should be a valid integer",
+    ),
+    (
+        "          {algorithm: sliding_window, limit: 5, window: 1s, local_share: 2}",
+        f"{WHERE.format(line=13)}.local_share: local_share applies only with "
+        "`on_store_error: local`",
     ),
 ]
 
