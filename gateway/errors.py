@@ -123,3 +123,14 @@ class UpstreamTimeout(UpstreamError):
 
     status = 504
     code = "gateway_timeout"
+
+
+class UpstreamOverloaded(UpstreamError):
+    """Every connection to the upstream is busy and too many requests already wait for one
+    (`max_pending`), or none came free in time; `Retry-After: 1`."""
+
+    status = 503
+    code = "upstream_overloaded"
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})

@@ -50,19 +50,17 @@ class Proxy:
                 request.body = whole
         last: UpstreamError | None = None
         for target in self.upstream.candidates():
-            conn = target.pooled()
-            if conn is None:
-                try:
-                    conn = await target.connect(self.connect_timeout)
-                except TimeoutError:
-                    last = UpstreamTimeout()
-                    continue
-                except UpstreamError as exc:  # TLS that failed: try the next target
-                    last = exc
-                    continue
-                except OSError:
-                    last = UpstreamError()
-                    continue
+            try:
+                conn = await target.acquire(self.connect_timeout)
+            except TimeoutError:
+                last = UpstreamTimeout()
+                continue
+            except UpstreamError as exc:  # overloaded, or TLS that failed: try the next target
+                last = exc
+                continue
+            except OSError:
+                last = UpstreamError()
+                continue
             return await self._exchange(request, target, conn)
         raise last or UpstreamError()
 
@@ -93,7 +91,7 @@ class Proxy:
             if exc.answered or conn.used < 2 or not replayable or request.method not in IDEMPOTENT:
                 raise UpstreamError() from exc
             try:
-                conn = await target.connect(self.connect_timeout)
+                conn = await target.acquire(self.connect_timeout, fresh=True)
             except TimeoutError:
                 raise UpstreamTimeout() from None
             except OSError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway.chain import compose
@@ -25,6 +25,7 @@ from gateway.proxy import Proxy
 from gateway.routing import Route, Router
 from gateway.store import Store
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.pools import PoolFigures
 from gateway.upstream.pool import Upstream
 
 log = logging.getLogger("gateway.runtime")
@@ -145,6 +146,7 @@ class Runtime:
         return policy
 
     async def start(self) -> None:
+        self.metrics.pools.add(self._pool_figures)
         for policy in self.policies:
             await policy.start()
 
@@ -157,6 +159,11 @@ class Runtime:
         await self.background.close()
         for upstream in self.upstreams.values():
             upstream.close()
+        self.metrics.pools.remove(self._pool_figures)
+
+    def _pool_figures(self) -> Iterator[PoolFigures]:
+        for upstream in self.upstreams.values():
+            yield from upstream.figures()
 
     def table(self) -> list[dict[str, Any]]:
         """The route table, as `gateway check` prints it and `/-/routes` serves it."""

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m loadtest.bench [--duration 10] [--connections 50] [--rounds 3]
         [--rows direct,nginx,aiohttp,passthrough,tls,rate_limit,session,cache,all] [--workers 1]
+        [--sweep 50,500,2000]
 
 One load generator (wrk when installed, else loadtest/loadgen.py), interleaved rounds (every
 row once per round, so a burst of noise from the neighbours hits one round of each row, not
@@ -12,6 +13,10 @@ docs/benchmarks.md and the raw samples to loadtest/reports/bench-<timestamp>/.
 
 The TLS row is the passthrough route of a second gateway whose listener has a certificate
 made by trustme at run time (never written outside the run's scratch folder).
+
+Then the concurrency sweep (loadtest/sweep.py): the passthrough row and NGINX at each
+`--sweep` level. The soft open-files limit is raised to the hard one first: 2,000 clients,
+as many upstream connections and NGINX's own need more than the usual 1,024 descriptors.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import functools
 import math
 import os
+import resource
 import ssl
 import sys
 import time
@@ -56,6 +62,8 @@ from loadtest.procs import (
     wait_until,
 )
 from loadtest.profile import profile
+from loadtest.sweep import report as sweep_report
+from loadtest.sweep import run_sweep
 
 HERE = Path(__file__).resolve().parent
 DOCS = str(HERE.parent / "docs" / "benchmarks.md")
@@ -77,7 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-access-log", action="store_true", help="gateway without access log")
     p.add_argument("--output", help=f"default: {DOCS} when every row runs; '-': print only")
     p.add_argument("--profile", help="gateway rows to sample with py-spy after the rounds")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a target of issue 6 fails")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    p.add_argument(
+        "--sweep", default="50,500,2000", help="connection levels of the sweep ('' skips it)"
+    )
     args = p.parse_args(argv)
     args.keys = [k for k in args.rows.split(",") if k]
     if unknown := sorted(set(args.keys) - set(keys)):
@@ -87,6 +98,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     elif args.generator == "wrk" and not wrk_version():
         p.error("wrk is not installed (apt-get install wrk), use --generator asyncio")
     args.profile = [k for k in (args.profile or "").split(",") if k]
+    try:
+        args.levels = sorted({int(c) for c in args.sweep.split(",") if c.strip()})
+    except ValueError:
+        p.error(f"--sweep takes connection counts, e.g. 50,500,2000, not {args.sweep!r}")
     gateway_rows = {row.key for row in make_rows() if row.server == "gateway"}
     if not set(args.profile) <= gateway_rows:
         p.error(f"--profile takes gateway rows: {', '.join(sorted(gateway_rows))}")
@@ -123,6 +138,7 @@ class Server:
 
     url: str
     pids: list[int] = field(default_factory=list)
+    admin: str = ""
     context: ssl.SSLContext | None = None
     """For an https server: a client context that trusts its certificate."""
 
@@ -185,7 +201,11 @@ def start_servers(
                 admin_port=admin_port,
                 log=logs / "gateway.log",
             )
-            servers["gateway"] = Server(f"http://127.0.0.1:{port}", [gateway.process.pid])
+            servers["gateway"] = Server(
+                f"http://127.0.0.1:{port}",
+                [gateway.process.pid],
+                f"http://127.0.0.1:{admin_port}",
+            )
             token = create_sessions(redis_url, 1)[0]["id"]
             for row in rows:
                 if row.key in ("session", "all"):
@@ -224,7 +244,7 @@ def start_tls_gateway(
     )
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    return Server(f"https://127.0.0.1:{port}", [gateway.process.pid], context)
+    return Server(f"https://127.0.0.1:{port}", [gateway.process.pid], context=context)
 
 
 def skip(rows: list[Row], server: str, why: str) -> None:
@@ -234,15 +254,22 @@ def skip(rows: list[Row], server: str, why: str) -> None:
             row.skipped = why
 
 
-def timed(args: argparse.Namespace, row: Row, server: Server, duration: float) -> Sample:
-    """One full-speed sample of `row`, with the CPU its server processes spent on it."""
+def timed(
+    args: argparse.Namespace,
+    row: Row,
+    server: Server,
+    duration: float,
+    connections: int | None = None,
+) -> Sample:
+    """One full-speed sample of `row` (at `--connections` unless given), with the CPU its
+    server processes spent on it."""
     pids = process_tree(server.pids)  # now: a restarted gateway worker has a new pid
     before = cpu_seconds(pids)
     sample = full_speed(
         server.url + row.path,
         row.headers,
         duration=duration,
-        connections=args.connections,
+        connections=connections or args.connections,
         threads=args.threads,
         use_wrk=args.generator == "wrk",
         context=server.context,
@@ -294,6 +321,38 @@ def run_rounds(args: argparse.Namespace, rows: list[Row], servers: dict[str, Ser
         time.sleep(0.5)
 
 
+def sweep(args: argparse.Namespace, rows: list[Row], servers: dict[str, Server]) -> list[str]:
+    """The concurrency sweep's section (empty when skipped or without a passthrough row)."""
+    by_key = {row.key: row for row in rows if not row.skipped}
+    if not args.levels or not args.rounds or "passthrough" not in by_key:
+        return []
+    row_of = {"gateway": by_key["passthrough"]}
+    if "nginx" in by_key:
+        row_of["nginx"] = by_key["nginx"]
+
+    def sample(server: str, connections: int, seconds: float) -> Sample:
+        return timed(args, row_of[server], servers[server], seconds, connections)
+
+    levels = run_sweep(
+        args.levels,
+        args.rounds,
+        args.duration,
+        sample,
+        servers["gateway"].admin,
+        with_nginx="nginx" in row_of,
+    )
+    args.sweep_levels = [asdict(level) for level in levels]  # for bench.json
+    text, args.sweep_ok = sweep_report(levels, args.rounds, args.duration)
+    return text
+
+
+def raise_open_files() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, for this process and every child it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; prints and writes the table. Exit 1 when it could not run (or, with
     --strict, when a target fails)."""
@@ -302,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     logs = HERE / "reports" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     logs.mkdir(parents=True, exist_ok=True)
     interrupt_on_signals()
+    raise_open_files()
+    args.sweep_ok = True
+    sweep_text: list[str] = []
     try:
         with Children() as children, scratch_dir("bench-") as tmp:
             servers = start_servers(args, rows, children, logs, tmp)
@@ -309,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                 if row.skipped:
                     print(f"{row.title}: skipped: {row.skipped}", file=sys.stderr)
             run_rounds(args, rows, servers)
+            sweep_text = sweep(args, rows, servers)
             for row in rows:
                 if row.key in args.profile and not row.skipped:
                     server = servers[row.server]
@@ -332,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rounds:
         return 0
     text, ok = report(args, rows)
+    text += "\n" + "\n".join(sweep_text) if sweep_text else ""
+    ok = ok and args.sweep_ok
     print("\n" + text)
     write_report(logs / "bench.json", {"args": vars(args), "rows": [asdict(row) for row in rows]})
     write_report(logs / "benchmarks.md", text)

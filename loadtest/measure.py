@@ -172,7 +172,7 @@ daemon off;
 worker_processes {workers};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 8192; }}
 http {{
     access_log {access_log};
     client_body_temp_path {dir}/body;
@@ -183,7 +183,7 @@ http {{
     keepalive_requests 1000000;
     upstream backend {{
         server 127.0.0.1:{upstream_port};
-        keepalive 64;
+        keepalive 1024;
         keepalive_requests 1000000;
     }}
     server {{
@@ -204,7 +204,9 @@ def start_nginx(
     children: Children, workdir: Path, *, port: int, upstream_port: int, workers: int, log: bool
 ) -> Child:
     """NGINX as a reverse proxy with upstream keep-alive, as a private foreground process on
-    `port`; everything it writes stays in `workdir` (no root paths)."""
+    `port`; everything it writes stays in `workdir` (no root paths). It keeps up to 1024 idle
+    upstream connections, like the gateway's default pool, so the concurrency sweep compares
+    like with like."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "nginx.conf"

@@ -131,7 +131,12 @@ class RedisConfig(Model):
 class Timeouts(Model):
     """Upstream deadlines."""
 
-    connect: Duration = Field(2.0, gt=0, description="To open a TCP (and TLS) connection.")
+    connect: Duration = Field(
+        2.0,
+        gt=0,
+        description="To open a TCP (and TLS) connection, or to wait for a free one at "
+        "`max_connections`. Default: 2s.",
+    )
     read: Duration = Field(
         30.0, gt=0, description="Waiting for the response head, and between body chunks."
     )
@@ -234,7 +239,26 @@ class UpstreamConfig(Model):
         description="Idle pooled connections are closed after this; keep it below the upstream "
         "server's own idle timeout (Node 5s, gunicorn 2s, nginx 75s). 0 disables reuse.",
     )
-    max_idle: int = Field(64, ge=0, description="Idle connections kept per target.")
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Connections open at once to one target, per worker process (WebSocket "
+        "tunnels not counted); a request past it waits for one to come free. Default: 1024.",
+    )
+    max_pending: int = Field(
+        1024,
+        ge=0,
+        description="Requests that may wait for a connection to one target, per worker; past "
+        "it, or when none comes free within `timeouts.connect`, 503 `upstream_overloaded` "
+        "with `Retry-After: 1`. Default: 1024.",
+    )
+    max_idle: int | None = Field(
+        None,
+        ge=0,
+        description="Idle connections kept per target. Default: null, as many as "
+        "`max_connections`, so the pool holds what the last `keepalive` seconds needed "
+        "(idle ones unused that long are closed).",
+    )
     fail_timeout: Duration = Field(
         10.0, ge=0, description="A target that refused a connection is skipped this long."
     )

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway.telemetry.pools import PoolMetrics
 from gateway.telemetry.stats import Stats
 
 LATENCY_BUCKETS = (
@@ -190,6 +191,7 @@ class Metrics:
             [],
             mode="livemax",
         )
+        self.pools = PoolMetrics(self.gauge, self.counter)
         self._request_series: dict[tuple[str, int], tuple[CounterChild, HistogramChild]] = {}
         self._store_series: dict[str, tuple[HistogramChild, CounterChild]] = {}
         self.stats = Stats(LATENCY_BUCKETS, STORE_BUCKETS)
@@ -264,6 +266,7 @@ class Metrics:
 
     def flush(self) -> None:
         """Fold buffered updates into the exported metrics (`stats` reads them first)."""
+        self.pools.sample()
         self.stats.collect(self._made)
         for made in self._made.values():
             if isinstance(made, Buffered):

@@ -153,6 +153,8 @@ def test_readme_config_reference_lists_the_keys_of_an_upstream() -> None:
         "timeouts.connect",
         "timeouts.read",
         "keepalive",
+        "max_connections",
+        "max_pending",
         "max_idle",
         "fail_timeout",
         "pass_host",
