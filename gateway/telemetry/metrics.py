@@ -10,6 +10,7 @@ sees every request that was answered before it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from bisect import bisect_left
 from typing import Any, Literal
@@ -38,6 +39,8 @@ LATENCY_BUCKETS = (
     30.0,
 )
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+log = logging.getLogger("gateway.metrics")
+
 FLUSH_EVERY = 1.0
 GaugeMode = Literal[
     "all",
@@ -266,11 +269,13 @@ class Metrics:
 
     def flush(self) -> None:
         """Fold buffered updates into the exported metrics (`stats` reads them first)."""
-        self.pools.sample()
         self.stats.collect(self._made)
         for made in self._made.values():
             if isinstance(made, Buffered):
                 made.flush()
+        # Last: a new series needs a file in multiprocess mode, which fails while the worker
+        # is out of descriptors, and must not keep the counters above from being written.
+        self.pools.sample()
 
     def start(self) -> None:
         """Flush once a second from now on (workers)."""
@@ -278,9 +283,17 @@ class Metrics:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
 
     async def _flush_forever(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(FLUSH_EVERY)
-            self.flush()
+            try:
+                self.flush()
+            except OSError as exc:  # out of descriptors, a full disk: next second may do
+                if not failing:  # once per spell, not every second
+                    log.warning("metrics not flushed (retried every second): %s", exc)
+                failing = True
+            else:
+                failing = False
 
     def stop(self) -> None:
         if self._flusher is not None:
