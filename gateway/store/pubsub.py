@@ -26,7 +26,12 @@ async def relay(
     subscribes again.
     """
     waiting_for_pong = False
+    task = asyncio.current_task()
     while stale is None or not stale():
+        # A cancellation that lands while redis-py's own read timeout expires can be swallowed
+        # on the way out (the task stays "cancelling" and would read on for ever): honour it.
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         async with asyncio.timeout(2 * PING_INTERVAL):  # should redis-py itself ever stall
             message = await pubsub.get_message(timeout=PING_INTERVAL)
         if message is None:

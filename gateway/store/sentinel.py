@@ -137,7 +137,11 @@ class SentinelMaster:
         followers, self._followers = self._followers, []
         for task in followers:
             task.cancel()
-        await asyncio.gather(*followers, return_exceptions=True)
+        if followers:
+            # Bounded: closing must not hang on a Sentinel that stopped answering mid-close.
+            _, late = await asyncio.wait(followers, timeout=5)
+            if late:
+                log.warning("%d Sentinel follower(s) did not stop within 5 s", len(late))
         for client in self._sentinel.sentinels:
             await _quietly(client.aclose())
 
