@@ -153,27 +153,7 @@ def settle(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> in
         else:
             dead = _stream(keyspace, dead_key)
             dead.trim_before(now - int(args[8]))
-            dead.add(
-                now,
-                [
-                    b"m",
-                    f["m"],
-                    b"p",
-                    f["p"],
-                    b"h",
-                    f["h"],
-                    b"b",
-                    f["b"],
-                    b"k",
-                    key.encode(),
-                    b"n",
-                    attempts,
-                    b"s",
-                    status,
-                    b"e",
-                    error,
-                ],
-            )
+            dead.add(now, _dead_letter(f, key.encode(), attempts, status, error))
     del group.pending[entry_id]
     log.delete(entry_id)
     counter = _text(args[9])
@@ -182,6 +162,15 @@ def settle(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> in
         counts[counter] = counts.get(counter, 0) + 1
         keyspace.set(counts_key, counts)
     return 1
+
+
+def _dead_letter(
+    f: dict[str, bytes], key: bytes, attempts: bytes, status: bytes, error: bytes
+) -> list[bytes]:
+    """An entry's request fields with its key, attempts, last status and error (the layout
+    of a dead letter, and of an entry replayed from one)."""
+    request = [b"m", f["m"], b"p", f["p"], b"h", f["h"], b"b", f["b"]]
+    return [*request, b"k", key, b"n", attempts, b"s", status, b"e", error]
 
 
 def replay(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> list[Any]:
@@ -199,27 +188,7 @@ def replay(keyspace: Keyspace, keys: Sequence[str], args: Sequence[Value]) -> li
     for entry_id in page[:size]:
         f = _fields(dead.entries[entry_id])
         if not wanted or f["k"].decode() == wanted:
-            log.add(
-                now,
-                [
-                    b"m",
-                    f["m"],
-                    b"p",
-                    f["p"],
-                    b"h",
-                    f["h"],
-                    b"b",
-                    f["b"],
-                    b"k",
-                    f["k"],
-                    b"n",
-                    b"0",
-                    b"s",
-                    f["s"],
-                    b"e",
-                    f["e"],
-                ],
-            )
+            log.add(now, _dead_letter(f, f["k"], b"0", f["s"], f["e"]))
             dead.delete(entry_id)
             moved += 1
     return [moved, _name(page[size]) if len(page) > size else b""]
